@@ -1,0 +1,105 @@
+"""``python -m cti {serve,demo,migrate,import-customers}``."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from .config import ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cti", description="966022 hotline CTI backend")
+    p.add_argument("--config", help="TOML config file (or HOTLINE_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run against a real Asterisk (AMI) and DATABASE_URL")
+    d = sub.add_parser("demo", help="everything on embedded defaults: PostgreSQL, PBX simulator, web")
+    d.add_argument("--no-traffic", action="store_true", help="do not generate random calls")
+    d.add_argument("--port", type=int, help="HTTP port (default from config, 8080)")
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    imp = sub.add_parser("import-customers", help="import customers from the marketing system's CSV export")
+    imp.add_argument("csv", help="path of the CSV file (UTF-8 or GBK)")
+    return p
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+async def _migrate(cfg) -> int:
+    from .db import create_pool, migrate, resolve_database_url
+
+    url, emb = resolve_database_url(cfg.database_url, cfg.state_dir)
+    try:
+        pool = await create_pool(url, 1, 2)
+        async with pool.acquire() as conn:
+            applied = await migrate(conn)
+        await pool.close()
+        print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+        return 0
+    finally:
+        if emb:
+            emb.stop()
+
+
+async def _import(cfg, path: str) -> int:
+    from . import customer_repo
+    from .db import create_pool, migrate, resolve_database_url
+
+    url, emb = resolve_database_url(cfg.database_url, cfg.state_dir)
+    try:
+        pool = await create_pool(url, 1, 2)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        result = await customer_repo.import_customers_file(pool, path)
+        await pool.close()
+        for line, msg in result.errors:
+            print(f"第{line}行 line {line}: {msg}", file=sys.stderr)
+        print(f"imported {len(result.customers)} customers, {len(result.errors)} bad rows")
+        return 0 if not result.errors else 1
+    finally:
+        if emb:
+            emb.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    from .logs import setup_logging
+
+    setup_logging(cfg.log_level, cfg.log_json)
+    from .db import DatabaseUnavailable
+
+    try:
+        if args.command == "migrate":
+            return asyncio.run(_migrate(cfg))
+        if args.command == "import-customers":
+            return asyncio.run(_import(cfg, args.csv))
+        from .app import DemoOptions, demo_config, run
+
+        if args.command == "serve":
+            if not cfg.ami_secret:
+                return _fail("invalid setting ami_secret: set HOTLINE_AMI_SECRET (or ami_secret in the config file)")
+            asyncio.run(run(cfg))
+        elif args.command == "demo":
+            from dataclasses import replace
+
+            cfg = demo_config(cfg)
+            if args.port is not None:
+                cfg = replace(cfg, http_port=args.port)
+            asyncio.run(run(cfg, demo=DemoOptions(traffic=not args.no_traffic)))
+    except DatabaseUnavailable as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot start: {exc}")
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

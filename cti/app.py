@@ -1,0 +1,158 @@
+"""Composition root: configuration → database → pipeline → AMI → web.
+
+Every resource lives in an aiohttp ``cleanup_ctx`` generator, so start-up
+and shut-down happen in one order and nothing leaks on failure."""
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from aiohttp import web
+
+from .ami import HotlineManager, make_manager
+from .config import Config
+from .db import EmbeddedPostgres, create_pool, migrate, resolve_database_url
+from .hub import Hub
+from .logs import get_logger
+from .pipeline import CallPipeline
+from .screenpop import CallRecorder, ScreenPopService
+from .web import add_routes, hub_key, pool_key, status_key
+
+log = get_logger("hotline.app")
+
+DEMO_CUSTOMERS = Path(__file__).parent / "data" / "demo_customers.csv"
+
+pipeline_key = web.AppKey("pipeline", CallPipeline)
+manager_key = web.AppKey("ami", HotlineManager)
+config_key = web.AppKey("config", Config)
+services_key = web.AppKey("services", dict)
+
+
+@dataclass
+class DemoOptions:
+    agents: dict[str, list[str]] = field(default_factory=lambda: {
+        "1001": ["repair", "enquiry"], "1002": ["repair", "complaint"],
+        "1003": ["complaint", "enquiry"], "1004": ["enquiry", "repair"]})
+    traffic: bool = True
+
+
+def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None = None) -> web.Application:
+    app = web.Application(client_max_size=256 * 1024)
+    app[config_key] = cfg
+    app[status_key] = {"mode": "demo" if demo else "serve", "ami": "disconnected"}
+    app[hub_key] = Hub()
+    app[services_key] = {}
+    add_routes(app)
+
+    async def database_ctx(app: web.Application):
+        embedded: EmbeddedPostgres | None = None
+        url = dsn
+        if url is None:
+            url, embedded = await asyncio.get_running_loop().run_in_executor(
+                None, resolve_database_url, cfg.database_url, cfg.state_dir)
+        try:
+            pool = await create_pool(url, cfg.db_pool_min, cfg.db_pool_max)
+            async with pool.acquire() as conn:
+                await migrate(conn)
+            app[pool_key] = pool
+            yield
+            await pool.close()
+        finally:
+            if embedded is not None:
+                await asyncio.get_running_loop().run_in_executor(None, embedded.stop)
+
+    async def demo_ctx(app: web.Application):
+        if demo is None:
+            yield
+            return
+        from . import customer_repo
+        from .simulator import PbxSimulator
+
+        result = await customer_repo.import_customers_file(app[pool_key], DEMO_CUSTOMERS)
+        log.info("demo_customers_loaded", customers=len(result.customers), errors=len(result.errors))
+        sim = PbxSimulator(cfg.ami_host, cfg.ami_port, cfg.ami_username, cfg.ami_secret,
+                           speed=cfg.sim_speed, agents=demo.agents)
+        port = await sim.start()
+        app[status_key]["simulator_port"] = port
+        app[services_key]["simulator"] = sim
+        app[services_key]["ami_port"] = port
+        traffic = None
+        if demo.traffic:
+            callers = [(c.phones[0] if c.phones else "", c.name, c.account_no) for c in result.customers]
+            callers += [("13912345678", "", ""), ("+8613511112222", "<b>王五</b>", ""), ("", "", "")]
+            traffic = asyncio.create_task(sim.run_traffic(
+                cfg.sim_calls_per_min, abandon_ratio=cfg.sim_abandon_ratio, callers=callers))
+        yield
+        if traffic is not None:
+            traffic.cancel()
+            try:
+                await traffic
+            except (asyncio.CancelledError, Exception):
+                pass
+        await sim.stop()
+
+    async def pipeline_ctx(app: web.Application):
+        pool = app[pool_key]
+        pipeline = CallPipeline()
+        pipeline.add_handler(CallRecorder(pool))
+        screenpop = ScreenPopService(pool, app[hub_key], cfg.recent_orders_limit)
+        pipeline.add_handler(screenpop)
+        app[services_key]["screenpop"] = screenpop
+        app[pipeline_key] = pipeline
+        pipeline.start()
+        yield
+        await pipeline.stop()
+
+    async def ami_ctx(app: web.Application):
+        pipeline = app[pipeline_key]
+        port = app[services_key].get("ami_port", cfg.ami_port)
+
+        def on_state(state: str) -> None:
+            app[status_key]["ami"] = state
+
+        from dataclasses import replace
+        manager = make_manager(replace(cfg, ami_port=port), pipeline.feed, on_state)
+        app[manager_key] = manager
+        manager.connect()
+        yield
+        manager.close()
+
+    app.cleanup_ctx.extend([database_ctx, demo_ctx, pipeline_ctx, ami_ctx])
+
+    async def close_hub(app: web.Application) -> None:
+        await app[hub_key].close()
+
+    app.on_shutdown.append(close_hub)
+    return app
+
+
+async def run(cfg: Config, *, demo: DemoOptions | None = None) -> None:
+    app = build_app(cfg, demo=demo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, cfg.http_host, cfg.http_port)
+        await site.start()
+        url = f"http://{cfg.http_host}:{cfg.http_port}/"
+        log.info("http_listening", url=url)
+        if demo:
+            print(f"\n  966022 demo running — 坐席页面 agent page: {url}agent/1001"
+                  f"\n  all agents: {url}   (Ctrl-C to stop)\n", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def demo_config(cfg: Config) -> Config:
+    """Demo: the simulator plays Asterisk on a free loopback port with a
+    one-off secret; nothing real is contacted."""
+    from dataclasses import replace
+
+    return replace(cfg, ami_host="127.0.0.1", ami_port=0, ami_username="demo",
+                   ami_secret=cfg.ami_secret or secrets.token_hex(8))
+
+
+__all__ = ["build_app", "run", "demo_config", "DemoOptions", "asyncpg"]

@@ -1,0 +1,187 @@
+"""Typed domain events made from AMI frames.  Pure model: stdlib only.
+
+Asterisk's CamelCase keys become snake_case here, once; ``uniqueid`` and
+``linkedid`` keep Asterisk's spelling.  Every event is a frozen dataclass.
+The IVR's channel variables (``IVR_CHOICE``, ``CUSTOMER_ID``, ``OUTAGE_ID``)
+ride on every channel event as ``ChanVariable`` headers and are carried in
+``variables`` as a tuple of ``(name, value)`` pairs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+IVR_VARIABLES = ("IVR_CHOICE", "CUSTOMER_ID", "OUTAGE_ID")
+
+UNKNOWN = "<unknown>"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSnapshot:
+    """The channel fields Asterisk puts on every channel event."""
+
+    channel: str
+    uniqueid: str
+    linkedid: str
+    state: int = 0
+    caller_num: str = ""
+    caller_name: str = ""
+    connected_num: str = ""
+    connected_name: str = ""
+    context: str = ""
+    exten: str = ""
+    variables: tuple[tuple[str, str], ...] = ()
+
+    def var(self, name: str) -> str:
+        for k, v in self.variables:
+            if k == name:
+                return v
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    """Base of all events.  ``received_at`` is the monotonic-free wall clock
+    (seconds since the epoch) at which the frame was read."""
+
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent(DomainEvent):
+    chan: ChannelSnapshot
+
+    @property
+    def uniqueid(self) -> str:
+        return self.chan.uniqueid
+
+    @property
+    def linkedid(self) -> str:
+        return self.chan.linkedid
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCreated(ChannelEvent):
+    """Newchannel."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelVariableSet(ChannelEvent):
+    """VarSet of a variable the CTI cares about (leading ``_``/``__`` stripped)."""
+
+    name: str = ""
+    value: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCallerEvent(ChannelEvent):
+    queue: str = ""
+    position: int = 0
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallerJoinedQueue(QueueCallerEvent):
+    """QueueCallerJoin."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallerLeftQueue(QueueCallerEvent):
+    """QueueCallerLeave (the caller left to an agent, or by timeout/exit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAbandoned(ChannelEvent):
+    """QueueCallerAbandon (hung up while waiting, or Queue() timeout)."""
+
+    queue: str = ""
+    position: int = 0
+    original_position: int = 0
+    hold_time: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEvent(ChannelEvent):
+    """Agent* events: ``chan`` is the caller, ``dest`` the member channel."""
+
+    dest: ChannelSnapshot | None = None
+    queue: str = ""
+    interface: str = ""
+    member_name: str = ""
+
+    @property
+    def agent(self) -> str:
+        return agent_id_from_interface(self.interface)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCalled(AgentEvent):
+    """AgentCalled: a member's phone rings for a queue caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConnected(AgentEvent):
+    """AgentConnect."""
+
+    hold_time: int = 0
+    ring_time: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCompleted(AgentEvent):
+    """AgentComplete; ``reason`` is caller, agent or transfer."""
+
+    hold_time: int = 0
+    talk_time: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRingNoAnswer(AgentEvent):
+    """AgentRingNoAnswer."""
+
+    ring_time: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEnteredBridge(ChannelEvent):
+    """BridgeEnter."""
+
+    bridge_id: str = ""
+    bridge_channels: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelLeftBridge(ChannelEvent):
+    """BridgeLeave."""
+
+    bridge_id: str = ""
+    bridge_channels: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelHungUp(ChannelEvent):
+    """Hangup; ``cause`` is Q.850."""
+
+    cause: int = 0
+    cause_txt: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent(DomainEvent):
+    """An event the CTI does not model; kept so counts stay honest."""
+
+    name: str = ""
+    fields: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def agent_id_from_interface(interface: str) -> str:
+    """``Local/1001@agents`` → ``1001``; ``PJSIP/1002`` → ``1002``;
+    ``SIP/1003-000001`` → ``1003``.  Anything else is returned unchanged."""
+    if "/" not in interface:
+        return interface
+    rest = interface.split("/", 1)[1]
+    rest = rest.split("@", 1)[0]
+    rest = rest.split(";", 1)[0]
+    if "-" in rest and interface.startswith(("SIP/", "PJSIP/")):
+        rest = rest.rsplit("-", 1)[0]
+    return rest

@@ -1,0 +1,82 @@
+"""Push to agent pages: each websocket has its own bounded send queue and
+writer task, so one slow browser never delays another agent's screen-pop."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .logs import get_logger
+
+log = get_logger("hotline.hub")
+
+
+class Socket(Protocol):
+    async def send_str(self, data: str) -> None: ...
+    async def close(self) -> Any: ...
+
+
+@dataclass(eq=False)
+class Subscriber:
+    topic: str
+    ws: Socket
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=256))
+    task: asyncio.Task | None = None
+    dropped: int = 0
+
+    async def _writer(self) -> None:
+        while True:
+            text = await self.queue.get()
+            try:
+                await self.ws.send_str(text)
+            except Exception as exc:  # closed socket: stop quietly, the handler unsubscribes
+                log.info("ws_send_failed", topic=self.topic, error=str(exc))
+                return
+
+
+class Hub:
+    """Topics are ``agent:<id>`` (screen-pops) and ``wallboard``."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscriber]] = defaultdict(set)
+        self.sent = 0
+
+    def subscribe(self, topic: str, ws: Socket) -> Subscriber:
+        sub = Subscriber(topic, ws)
+        sub.task = asyncio.create_task(sub._writer())
+        self._subs[topic].add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subs[sub.topic].discard(sub)
+        if not self._subs[sub.topic]:
+            self._subs.pop(sub.topic, None)
+        if sub.task is not None:
+            sub.task.cancel()
+
+    def count(self, topic: str) -> int:
+        return len(self._subs.get(topic, ()))
+
+    def publish(self, topic: str, message: dict[str, Any]) -> int:
+        text = json.dumps(message, ensure_ascii=False, default=str)
+        n = 0
+        for sub in list(self._subs.get(topic, ())):
+            try:
+                sub.queue.put_nowait(text)
+                n += 1
+            except asyncio.QueueFull:
+                sub.dropped += 1
+                log.warning("ws_queue_full", topic=topic, dropped=sub.dropped)
+        self.sent += n
+        return n
+
+    async def close(self) -> None:
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                self.unsubscribe(sub)
+                try:
+                    await sub.ws.close()
+                except Exception:
+                    pass

@@ -1,0 +1,109 @@
+"""Frame → domain event → call tracker → handlers, in arrival order.
+
+The AMI reader only enqueues (it must never block on the database); one
+worker applies events in order and awaits each handler.  A handler that
+raises is logged with the call context and the next handler still runs."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from .events import AgentEvent, ChannelEvent, DomainEvent, UnknownEvent
+from .frame import Frame
+from .logs import bind_call, clear_call, get_logger
+from .normalise import Normaliser
+from .tracker import Call, CallTracker
+
+log = get_logger("hotline.pipeline")
+
+Handler = Callable[[DomainEvent, "Call | None"], Awaitable[None]]
+
+
+@dataclass
+class PipelineStats:
+    frames: int = 0
+    events: int = 0
+    unknown: int = 0
+    handler_errors: int = 0
+    queue_full: int = 0
+
+
+class CallPipeline:
+    def __init__(self, handlers: list[Handler] | None = None, tracker: CallTracker | None = None,
+                 max_queue: int = 100_000) -> None:
+        self.normaliser = Normaliser()
+        self.tracker = tracker or CallTracker()
+        self.handlers: list[Handler] = list(handlers or [])
+        self.stats = PipelineStats()
+        self._queue: asyncio.Queue[tuple[Frame, float]] = asyncio.Queue(maxsize=max_queue)
+        self._task: asyncio.Task | None = None
+        self.listeners: list[Callable[[DomainEvent, Call | None], None]] = []
+
+    def add_handler(self, handler: Handler) -> None:
+        self.handlers.append(handler)
+
+    # called synchronously from the AMI protocol
+    def feed(self, frame: Frame, received_at: float | None = None) -> None:
+        self.stats.frames += 1
+        try:
+            self._queue.put_nowait((frame, received_at if received_at is not None else time.time()))
+        except asyncio.QueueFull:
+            self.stats.queue_full += 1
+            log.error("pipeline_queue_full", ami_event=frame.event)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="call-pipeline")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def drain(self) -> None:
+        """Wait until every fed frame has been handled (tests, shutdown)."""
+        await self._queue.join()
+
+    async def _run(self) -> None:
+        while True:
+            frame, ts = await self._queue.get()
+            try:
+                await self.process(frame, ts)
+            finally:
+                self._queue.task_done()
+
+    async def process(self, frame: Frame, ts: float) -> None:
+        event = self.normaliser(frame, ts)
+        if event is None:
+            return
+        if isinstance(event, UnknownEvent):
+            self.stats.unknown += 1
+            return
+        self.stats.events += 1
+        try:
+            call = self.tracker.apply(event)
+        except Exception:
+            log.exception("tracker_failed", ami_event=type(event).__name__)
+            return
+        if isinstance(event, ChannelEvent):
+            bind_call(uniqueid=event.uniqueid, linkedid=event.linkedid,
+                      queue=getattr(event, "queue", "") or (call.queue if call else ""),
+                      agent=event.agent if isinstance(event, AgentEvent) else (call.agent if call else ""))
+        try:
+            for listener in self.listeners:
+                listener(event, call)
+            for handler in self.handlers:
+                try:
+                    await handler(event, call)
+                except Exception:
+                    self.stats.handler_errors += 1
+                    log.exception("handler_failed", handler=getattr(handler, "__qualname__", repr(handler)),
+                                  ami_event=type(event).__name__)
+        finally:
+            clear_call()

@@ -1,0 +1,993 @@
+"""The project's own PBX simulator: an AMI server over real TCP that plays
+queue calls the way Asterisk 22 puts them on the wire.
+
+Every frame is generated from the per-channel field layout seen in the real
+Asterisk 22.10.1 captures (``tests/fixtures/ami-traces/asterisk-22``, traces
+01, 02 and 03): the same event names, field names, field order, repeated
+``ChanVariable`` headers and the same relative order of events within a call.
+The simulated customer call is, like in the captures, an originated
+``Local/<exten>@hotline`` channel pair whose ``;2`` half runs the dialplan and
+sits in ``Queue()``; agents are queue members ``Local/<ext>@agents``.
+
+Emitted event types (a faithful subset of the capture; DeviceStateChange,
+Newexten, LocalBridge, NewConnectedLine, (Soft)HangupRequest,
+HangupHandler*, MusicOnHold*, AGIExec* and DTMF* are left out):
+
+    FullyBooted, SuccessfulAuth, Newchannel, NewCallerid, Newstate, VarSet
+    (IVR_CHOICE, __IVR_CHOICE, __CUSTOMER_ID, __OUTAGE_ID, MIXMONITOR_FILENAME),
+    DialBegin, DialState, DialEnd, QueueCallerJoin, AgentCalled,
+    QueueMemberStatus, AgentRingNoAnswer, MixMonitorStart, QueueCallerLeave,
+    AgentConnect, BridgeCreate, BridgeEnter, BridgeLeave, AgentComplete,
+    MixMonitorStop, BridgeDestroy, Hangup, QueueCallerAbandon
+
+Durations are virtual seconds; ``speed`` compresses them (``speed=100`` runs
+a 5 s talk in 50 ms) while HoldTime/RingTime/TalkTime keep virtual values.
+
+Client input is treated as hostile: frames are parsed with
+:class:`cti.frame.FrameReader` (bounded size, junk lines skipped), a frame
+without ``Action`` gets ``Response: Error``, and nothing a client sends can
+raise out of the session handler.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from cti.frame import FrameReader
+
+log = logging.getLogger(__name__)
+
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+UNKNOWN = "<unknown>"
+DEFAULT_CHANNEL_VARS = ("IVR_CHOICE", "CUSTOMER_ID", "OUTAGE_ID")
+DEFAULT_RECORDINGS_DIR = "/var/spool/asterisk/recordings"
+STATE_DESC = {0: "Down", 4: "Ring", 5: "Ringing", 6: "Up"}
+CAUSE_TXT = {0: "Unknown", 16: "Normal Clearing", 26: "Answered elsewhere"}
+# app_queue walks its queue container in hash order, not config order; the
+# captures show repair, enquiry, complaint.  Unknown queues follow, as given.
+QUEUE_HASH_ORDER = ("repair", "enquiry", "complaint")
+MAX_CLIENT_FRAME = 64 * 1024
+SEND_QUEUE_MAX = 10_000
+
+# member ;2 priorities in [agents] of the capture dialplan
+_PRIO_ANSWER = 9        # Answer()
+_PRIO_TALK_CUT = 10     # Wait(TALKSECS) cut by the caller
+_PRIO_AGENT_HANGUP = 11  # Hangup() after talking
+_PRIO_RING_CUT = 8      # Wait(RINGSECS) cut (answered elsewhere)
+_PRIO_NOANSWER = 13     # Wait(120) in the noanswer branch
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """How a simulated queue behaves.
+
+    ``recording``: ``caller`` (app_queue monitor-format: MixMonitor on the
+    caller channel, trace 01), ``member`` (membergosub starts MixMonitor on
+    the member channel, trace 02) or ``none``.
+    """
+
+    strategy: str = "rrmemory"  # rrmemory | ringall
+    recording: str = "caller"
+    ring_timeout_s: float = 15.0  # member timeout for no-answer rings
+    retry_s: float = 2.0
+
+
+DEFAULT_QUEUES: dict[str, QueueConfig] = {
+    "repair": QueueConfig("rrmemory", "caller"),
+    "complaint": QueueConfig("ringall", "member"),
+    "enquiry": QueueConfig("rrmemory", "caller"),
+}
+
+DEFAULT_AGENTS: dict[str, dict[str, int]] = {
+    "1001": {"repair": 0, "enquiry": 1},
+    "1002": {"repair": 0, "complaint": 0},
+    "1003": {"complaint": 0, "enquiry": 0},
+    "1004": {"enquiry": 0},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CallSpec:
+    """One customer call through the IVR into a queue.
+
+    outcome:
+      * ``answered`` – ``agent`` answers after ``ring_s`` and hangs up after
+        ``talk_s`` (AgentComplete Reason agent);
+      * ``caller_hangup`` – as answered, but the caller ends the call after
+        ``talk_s`` (Reason caller);
+      * ``abandoned`` – nobody answers; each ring lasts ``ring_s`` and ends
+        with AgentRingNoAnswer; the caller hangs up ``wait_s`` after joining
+        the queue (QueueCallerAbandon HoldTime), cancelling a ring in progress.
+
+    ``ring_order``: the members rung, in order (default: just ``agent``).  In
+    a ringall queue they ring together; in an rrmemory queue one after another
+    (members before ``agent`` ring the queue's ``ring_timeout_s`` unanswered).
+    ``wait_s`` for answered calls is the time in queue before the first ring.
+    ``via_ivr``: enter through ``Local/ivr@hotline`` (FastAGI menu) instead
+    of the direct ``Local/<queue>@hotline`` entry.
+    """
+
+    caller_num: str
+    caller_name: str
+    ivr_choice: str
+    customer_id: str = ""
+    outage_id: str = ""
+    agent: str = "1001"
+    outcome: str = "answered"
+    ring_s: float = 2.0
+    talk_s: float = 5.0
+    wait_s: float = 0.0
+    ring_order: tuple[str, ...] = ()
+    via_ivr: bool = True
+    ivr_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedCall:
+    """What :meth:`PbxSimulator.place_call` returns once the call has ended."""
+
+    uniqueid: str  # the queued (;2) caller channel
+    linkedid: str
+    channel: str
+    queue: str
+    outcome: str
+    agent: str | None  # who talked to the caller, if anyone
+
+
+OUTCOMES = ("answered", "abandoned", "caller_hangup")
+
+
+class _Chan:
+    __slots__ = ("name", "state", "cid_num", "cid_name", "con_num", "con_name",
+                 "context", "exten", "priority", "uniqueid", "linkedid", "vars")
+
+    def __init__(self, name: str, state: int, context: str, exten: str,
+                 uniqueid: str, linkedid: str) -> None:
+        self.name = name
+        self.state = state
+        self.cid_num = self.cid_name = self.con_num = self.con_name = UNKNOWN
+        self.context = context
+        self.exten = exten
+        self.priority = 1
+        self.uniqueid = uniqueid
+        self.linkedid = linkedid
+        self.vars: dict[str, str] = {}
+
+    def at(self, context: str, exten: str, priority: int) -> "_Chan":
+        self.context, self.exten, self.priority = context, exten, priority
+        return self
+
+
+@dataclass
+class _Session:
+    writer: asyncio.StreamWriter
+    peer: tuple
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE_MAX))
+    authenticated: bool = False
+    event_classes: frozenset[str] | None = None  # None = no events
+    closing: bool = False
+    sender: asyncio.Task | None = None
+
+    def wants(self, privilege: str) -> bool:
+        if not self.authenticated or self.event_classes is None:
+            return False
+        if "all" in self.event_classes:
+            return True
+        return any(p in self.event_classes for p in privilege.split(",") if p != "all")
+
+
+Headers = list[tuple[str, str]]
+
+
+def _frame_bytes(headers: Iterable[tuple[str, str]]) -> bytes:
+    return "".join(f"{k}: {v}\r\n" for k, v in headers).encode("utf-8") + b"\r\n"
+
+
+def _clean(value: str) -> str:
+    """Header values never carry line breaks (a hostile name cannot inject)."""
+    return value.replace("\r", " ").replace("\n", " ")
+
+
+class PbxSimulator:
+    """AMI server + call player.  See the module docstring."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 5038,
+        username: str = "acceptance",
+        secret: str = "acceptance-secret",
+        *,
+        speed: float = 1.0,
+        agents: Mapping[str, Sequence[str] | Mapping[str, int]] | None = None,
+        queues: Mapping[str, QueueConfig] | None = None,
+        channel_vars: Sequence[str] = DEFAULT_CHANNEL_VARS,
+        recordings_dir: str = DEFAULT_RECORDINGS_DIR,
+        auth_fail_delay: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.host = host
+        self.port = port
+        self.username = username
+        self.secret = secret
+        self.speed = speed
+        self.queues: dict[str, QueueConfig] = dict(queues or DEFAULT_QUEUES)
+        self.agents: dict[str, dict[str, int]] = {}
+        for ext, qs in (agents if agents is not None else DEFAULT_AGENTS).items():
+            pen = dict(qs) if isinstance(qs, Mapping) else {q: 0 for q in qs}
+            order = [q for q in QUEUE_HASH_ORDER if q in pen] + [q for q in pen if q not in QUEUE_HASH_ORDER]
+            self.agents[str(ext)] = {q: int(pen[q]) for q in order}
+            for q in pen:
+                self.queues.setdefault(q, QueueConfig())
+        self.channel_vars = tuple(channel_vars)
+        self.recordings_dir = recordings_dir.rstrip("/")
+        self.auth_fail_delay = auth_fail_delay
+        self.rng = random.Random(seed)
+        self._server: asyncio.base_events.Server | None = None
+        self._sessions: set[_Session] = set()
+        self._handlers: set[asyncio.Task] = set()
+        self._calls: set[asyncio.Task] = set()
+        self._uid = itertools.count()
+        self._local = itertools.count()
+        self._epoch0 = time.time()
+        self._mono0 = time.monotonic()
+        self._login_time = int(self._epoch0)
+        self._calls_taken: dict[str, int] = {a: 0 for a in self.agents}
+        self._last_call: dict[str, int] = {a: 0 for a in self.agents}
+        self._waiting: dict[str, list[object]] = {q: [] for q in self.queues}
+        self._busy: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ clock
+    def now(self) -> float:
+        """Virtual wall clock (epoch seconds), running ``speed`` times fast."""
+        return self._epoch0 + (time.monotonic() - self._mono0) * self.speed
+
+    async def _sleep(self, virtual_s: float) -> None:
+        if virtual_s > 0:
+            await asyncio.sleep(virtual_s / self.speed)
+
+    # ----------------------------------------------------------------- server
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("pbx simulator listening on %s:%s", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        for t in list(self._calls):
+            t.cancel()
+        if self._server is not None:
+            self._server.close()
+        self.drop_connections()
+        for t in list(self._handlers) + list(self._calls):
+            with contextlib.suppress(BaseException):
+                await t
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    def drop_connections(self) -> None:
+        """Close every client socket abruptly (no Goodbye), as a crash would."""
+        for s in list(self._sessions):
+            s.closing = True
+            with contextlib.suppress(Exception):
+                s.writer.transport.abort()
+        self._sessions.clear()
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        sess = _Session(writer, writer.get_extra_info("peername") or ("?", 0))
+        self._sessions.add(sess)
+        sess.sender = asyncio.create_task(self._sender(sess))
+        self._send(sess, BANNER)
+        frames = FrameReader(max_frame_bytes=MAX_CLIENT_FRAME, expect_banner=False)
+        try:
+            while not sess.closing:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for frame in frames.feed(data):
+                    try:
+                        keep = await self._action(sess, frame)
+                    except Exception:  # never let one action kill the server
+                        log.exception("simulator action failed")
+                        self._respond(sess, "Error", frame.get("ActionID"), "Internal error")
+                        keep = True
+                    if not keep:
+                        sess.closing = True
+                        break
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._sessions.discard(sess)
+            sess.closing = True
+            with contextlib.suppress(asyncio.QueueFull):
+                sess.queue.put_nowait(None)  # flush what was queued, then close
+            if sess.sender is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(sess.sender, 2.0)
+            with contextlib.suppress(Exception):
+                writer.close()
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def _sender(self, sess: _Session) -> None:
+        try:
+            while True:
+                data = await sess.queue.get()
+                if data is None:
+                    break
+                sess.writer.write(data)
+                await sess.writer.drain()
+        except (ConnectionError, RuntimeError):
+            sess.closing = True
+        finally:
+            with contextlib.suppress(Exception):
+                if sess.writer.can_write_eof():
+                    sess.writer.write_eof()
+
+    def _send(self, sess: _Session, data: bytes) -> None:
+        try:
+            sess.queue.put_nowait(data)
+        except asyncio.QueueFull:  # a client that does not read is dropped
+            log.warning("simulator: client %s too slow, dropped", sess.peer)
+            sess.closing = True
+            self._sessions.discard(sess)
+            with contextlib.suppress(Exception):
+                sess.writer.transport.abort()
+
+    def _respond(self, sess: _Session, response: str, action_id: str | None,
+                 message: str | None = None, extra: Headers = ()) -> None:
+        h: Headers = [("Response", response)]
+        if action_id is not None:
+            h.append(("ActionID", _clean(action_id)))
+        if message is not None:
+            h.append(("Message", message))
+        h.extend(extra)
+        self._send(sess, _frame_bytes(h))
+
+    async def _action(self, sess: _Session, frame) -> bool:
+        """Handle one client frame; False closes the session."""
+        action = (frame.get("Action") or "").strip()
+        aid = frame.get("ActionID")
+        if not action:
+            self._respond(sess, "Error", aid, "Missing action in request")
+            return True
+        act = action.lower()
+        if act == "logoff":
+            self._respond(sess, "Goodbye", aid, "Thanks for all the fish.")
+            return False
+        if act == "login":
+            return await self._login(sess, frame, aid)
+        if not sess.authenticated:
+            self._respond(sess, "Error", aid, "Permission denied")
+            return True
+        if act == "ping":
+            t = time.time()
+            self._respond(sess, "Success", aid, None,
+                          [("Ping", "Pong"), ("Timestamp", f"{int(t)}.{int((t % 1) * 1e6):06d}")])
+            return True
+        self._respond(sess, "Error", aid,
+                      f"Invalid/unknown command: {_clean(action)}. "
+                      "Use Action: ListCommands to show available commands.")
+        return True
+
+    async def _login(self, sess: _Session, frame, aid: str | None) -> bool:
+        if sess.authenticated:
+            self._respond(sess, "Success", aid, "Already authenticated")
+            return True
+        user, secret = frame.get("Username") or "", frame.get("Secret") or ""
+        ok = secrets.compare_digest(user.encode(), self.username.encode()) and \
+            secrets.compare_digest(secret.encode(), self.secret.encode())
+        if not ok:
+            # Asterisk sleeps 1 s, answers, then closes the session
+            await asyncio.sleep(self.auth_fail_delay)
+            self._respond(sess, "Error", aid, "Authentication failed")
+            return False
+        ev = (frame.get("Events") or "on").strip().lower()
+        if ev in ("off", "no", "false", "0"):
+            sess.event_classes = None
+        elif ev in ("on", "yes", "true", "1", "all"):
+            sess.event_classes = frozenset({"all"})
+        else:
+            sess.event_classes = frozenset(p.strip() for p in ev.split(",") if p.strip())
+        sess.authenticated = True
+        self._respond(sess, "Success", aid, "Authentication accepted")
+        up = str(int(self.now() - self._epoch0))
+        if sess.wants("system,all"):
+            self._send(sess, _frame_bytes([
+                ("Event", "FullyBooted"), ("Privilege", "system,all"),
+                ("Uptime", up), ("LastReload", up), ("Status", "Fully Booted")]))
+        tv = self._event_tv()
+        local = sess.writer.get_extra_info("sockname") or ("127.0.0.1", self.port)
+        self._emit("SuccessfulAuth", "security,all", [
+            ("EventTV", tv), ("Severity", "Informational"), ("Service", "AMI"),
+            ("EventVersion", "1"), ("AccountID", _clean(user)),
+            ("SessionID", f"0x7f{secrets.token_hex(5)}"),
+            ("LocalAddress", self._addr(local)), ("RemoteAddress", self._addr(sess.peer)),
+            ("UsingPassword", "0"), ("SessionTV", tv)])
+        return True
+
+    @staticmethod
+    def _addr(sockaddr: tuple) -> str:
+        ip, port = sockaddr[0], sockaddr[1]
+        fam = "IPV6" if ":" in str(ip) else "IPV4"
+        return f"{fam}/TCP/{ip}/{port}"
+
+    def _event_tv(self) -> str:
+        t = self.now()
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}+0000"
+
+    # ----------------------------------------------------------------- events
+    def _emit(self, event: str, privilege: str, *parts: Iterable[tuple[str, str]]) -> None:
+        headers: Headers = [("Event", event), ("Privilege", privilege)]
+        for p in parts:
+            headers.extend(p)
+        data = _frame_bytes(headers)
+        for s in list(self._sessions):
+            if not s.closing and s.wants(privilege):
+                self._send(s, data)
+
+    def _snap(self, ch: _Chan, prefix: str = "", vars_: Mapping[str, str] | None = None) -> Headers:
+        v = ch.vars if vars_ is None else vars_
+        p = prefix
+        h: Headers = [
+            (p + "Channel", ch.name), (p + "ChannelState", str(ch.state)),
+            (p + "ChannelStateDesc", STATE_DESC.get(ch.state, "Unknown")),
+            (p + "CallerIDNum", _clean(ch.cid_num)), (p + "CallerIDName", _clean(ch.cid_name)),
+            (p + "ConnectedLineNum", _clean(ch.con_num)), (p + "ConnectedLineName", _clean(ch.con_name)),
+            (p + "Language", "en"), (p + "AccountCode", ""),
+            (p + "Context", ch.context), (p + "Exten", ch.exten), (p + "Priority", str(ch.priority)),
+            (p + "Uniqueid", ch.uniqueid), (p + "Linkedid", ch.linkedid),
+        ]
+        h.extend((p + "ChanVariable", f"{n}={_clean(v.get(n, ''))}") for n in self.channel_vars)
+        return h
+
+    def _var_set(self, ch: _Chan, variable: str, value: str, *, stale: bool = False) -> None:
+        """VarSet.  ``stale`` reproduces the ;2 member half, whose snapshot
+        does not show the inherited value yet (trace 01, frames 86-89): the
+        caller updates ``ch.vars`` afterwards."""
+        name = variable.lstrip("_")
+        if not stale and name in self.channel_vars:
+            ch.vars[name] = value
+        self._emit("VarSet", "dialplan,all", self._snap(ch),
+                   [("Variable", variable), ("Value", _clean(value))])
+
+    def _newchannel(self, ch: _Chan) -> None:
+        self._emit("Newchannel", "call,all", self._snap(ch))
+
+    def _newcallerid(self, ch: _Chan) -> None:
+        self._emit("NewCallerid", "call,all", self._snap(ch),
+                   [("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")])
+
+    def _newstate(self, ch: _Chan, state: int) -> None:
+        ch.state = state
+        self._emit("Newstate", "call,all", self._snap(ch))
+
+    def _hangup(self, ch: _Chan, cause: int) -> None:
+        self._emit("Hangup", "call,all", self._snap(ch),
+                   [("Cause", str(cause)), ("Cause-txt", CAUSE_TXT.get(cause, "Unknown"))])
+
+    def _dial(self, event: str, caller: _Chan | None, dest: _Chan, tail: Headers) -> None:
+        parts = [self._snap(caller)] if caller is not None else []
+        self._emit(event, "call,all", *parts, self._snap(dest, "Dest"), tail)
+
+    def _agent_event(self, event: str, caller: _Chan, dest: _Chan, queue: str, agent: str,
+                     tail: Headers = ()) -> None:
+        self._emit(event, "agent,all", self._snap(caller), self._snap(dest, "Dest"),
+                   [("Queue", queue), ("Interface", self.interface(agent)),
+                    ("MemberName", self.member_name(agent))], tail)
+
+    def _bridge(self, event: str, bridge_id: str, n: int, ch: _Chan | None = None) -> None:
+        h: Headers = [
+            ("BridgeUniqueid", bridge_id), ("BridgeType", "basic"),
+            ("BridgeTechnology", "simple_bridge"), ("BridgeCreator", UNKNOWN),
+            ("BridgeName", UNKNOWN), ("BridgeNumChannels", str(n)),
+            ("BridgeVideoSourceMode", "none")]
+        self._emit(event, "call,all", h, self._snap(ch) if ch is not None else [])
+
+    def _member_status(self, agent: str, status: int) -> None:
+        for q, penalty in self.agents.get(agent, {}).items():
+            self._emit("QueueMemberStatus", "agent,all", [
+                ("Queue", q), ("MemberName", self.member_name(agent)),
+                ("Interface", self.interface(agent)), ("StateInterface", self.interface(agent)),
+                ("Membership", "static"), ("Penalty", str(penalty)),
+                ("CallsTaken", str(self._calls_taken.get(agent, 0))),
+                ("LastCall", str(self._last_call.get(agent, 0))), ("LastPause", "0"),
+                ("LoginTime", str(self._login_time)), ("InCall", "0"),
+                ("Status", str(status)), ("Paused", "0"), ("PausedReason", ""),
+                ("Ringinuse", "0"), ("Wrapuptime", "0")])
+
+    # --------------------------------------------------------------- channels
+    @staticmethod
+    def interface(agent: str) -> str:
+        return f"Local/{agent}@agents"
+
+    @staticmethod
+    def member_name(agent: str) -> str:
+        return f"Agent {agent}"
+
+    def _uniqueid(self) -> str:
+        return f"{int(self.now())}.{next(self._uid)}"
+
+    def _local_pair(self, exten: str, context: str, linkedid: str | None) -> tuple[_Chan, _Chan]:
+        n = next(self._local)
+        u1 = self._uniqueid()
+        u2 = self._uniqueid()
+        link = linkedid or u1
+        base = f"Local/{exten}@{context}-{n:08x}"
+        return (_Chan(base + ";1", 0, context, exten, u1, link),
+                _Chan(base + ";2", 4, context, exten, u2, link))
+
+    def _filename_ts(self) -> str:
+        return time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.now()))
+
+    # ------------------------------------------------------------------ calls
+    async def place_call(self, spec: CallSpec) -> PlacedCall:
+        """Play one call to its end; returns when the last event is sent."""
+        if spec.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}")
+        if spec.ivr_choice not in self.queues:
+            raise ValueError(f"unknown queue {spec.ivr_choice!r}")
+        order = tuple(spec.ring_order) or ((spec.agent,) if spec.agent else ())
+        answering = () if spec.outcome == "abandoned" else (spec.agent,)
+        for a in order + answering:
+            if a not in self.agents:
+                raise ValueError(f"unknown agent {a!r}")
+        if answering and spec.agent not in order:
+            raise ValueError("ring_order must contain the answering agent")
+        task = asyncio.current_task()
+        if task is not None:
+            self._calls.add(task)
+        reserved = set(order) | set(answering)
+        self._reserve(reserved)
+        try:
+            return await _CallPlayer(self, spec, order).run()
+        finally:
+            self._release(reserved)
+            if task is not None:
+                self._calls.discard(task)
+
+    def _reserve(self, agents: Iterable[str]) -> None:
+        for a in agents:
+            self._busy[a] = self._busy.get(a, 0) + 1
+
+    def _release(self, agents: Iterable[str]) -> None:
+        for a in agents:
+            n = self._busy.get(a, 0) - 1
+            if n > 0:
+                self._busy[a] = n
+            else:
+                self._busy.pop(a, None)
+
+    @property
+    def busy_agents(self) -> frozenset[str]:
+        """Agents ringing or talking on a simulated call right now."""
+        return frozenset(self._busy)
+
+    def free_agents(self, queue: str) -> list[str]:
+        return [a for a, qs in self.agents.items() if queue in qs and a not in self._busy]
+
+    async def run_traffic(
+        self,
+        rate_per_min: float,
+        mix: Mapping[str, float] | None = None,
+        abandon_ratio: float = 0.15,
+        callers: Sequence[tuple[str, str, str]] | None = None,
+        agents: Sequence[str] | None = None,
+        *,
+        caller_hangup_ratio: float = 0.3,
+        ring_s: tuple[float, float] = (2.0, 8.0),
+        talk_s: tuple[float, float] = (30.0, 240.0),
+        wait_s: tuple[float, float] = (0.0, 20.0),
+        outages: Mapping[str, str] | None = None,
+    ) -> None:
+        """Place random calls (Poisson arrivals) until cancelled.
+
+        ``callers`` are ``(number, name, customer_id)``; ``agents`` limits the
+        members used (default all).  An agent busy on a call is not rung
+        until free; a call finding no free agent waits and abandons.
+        ``outages`` maps a customer_id to an OUTAGE_ID.
+        """
+        mix = dict(mix or {"repair": 0.5, "complaint": 0.2, "enquiry": 0.3})
+        callers = list(callers or [("13800138000", "张三", "3100012345")])
+        allowed = set(agents) if agents is not None else set(self.agents)
+        queues = [q for q in mix if q in self.queues]
+        weights = [mix[q] for q in queues]
+        rng = self.rng
+        try:
+            while True:
+                await self._sleep(rng.expovariate(rate_per_min / 60.0))
+                queue = rng.choices(queues, weights)[0]
+                num, name, cust = rng.choice(callers)
+                free = [a for a in self.free_agents(queue) if a in allowed]
+                rng.shuffle(free)
+                abandoned = not free or rng.random() < abandon_ratio
+                if self.queues[queue].strategy == "ringall":
+                    ring_order = tuple(free)
+                else:
+                    ring_order = tuple(free[:1])
+                agent = ring_order[0] if ring_order else ""
+                outage = (outages or {}).get(cust, "")
+                if abandoned:
+                    spec = CallSpec(num, name, queue, cust, outage, agent=agent,
+                                    outcome="abandoned",
+                                    ring_s=self.queues[queue].ring_timeout_s,
+                                    wait_s=rng.uniform(*wait_s) + 1.0, ring_order=ring_order)
+                else:
+                    outcome = "caller_hangup" if rng.random() < caller_hangup_ratio else "answered"
+                    spec = CallSpec(num, name, queue, cust, outage, agent=agent, outcome=outcome,
+                                    ring_s=rng.uniform(*ring_s), talk_s=rng.uniform(*talk_s),
+                                    ring_order=ring_order)
+                # reserve now, so that the next arrival does not pick them
+                self._reserve(ring_order)
+                t = asyncio.create_task(self._traffic_call(spec, ring_order))
+                self._calls.add(t)
+                t.add_done_callback(self._calls.discard)
+        except asyncio.CancelledError:
+            raise
+
+    async def _traffic_call(self, spec: CallSpec, reserved: Sequence[str]) -> None:
+        try:
+            await self.place_call(spec)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("simulated call failed")
+        finally:
+            self._release(reserved)
+
+
+class _CallPlayer:
+    """Plays one call; the order of emits below is the order in the traces."""
+
+    def __init__(self, sim: PbxSimulator, spec: CallSpec, order: tuple[str, ...]) -> None:
+        self.sim = sim
+        self.spec = spec
+        self.order = order
+        self.queue = spec.ivr_choice
+        self.qconf = sim.queues[self.queue]
+        self.entry = "ivr" if spec.via_ivr else spec.ivr_choice
+        self.token = object()
+
+    # helpers -----------------------------------------------------------------
+    def _join(self) -> tuple[int, int]:
+        w = self.sim._waiting.setdefault(self.queue, [])
+        w.append(self.token)
+        return len(w), len(w)
+
+    def _leave(self) -> tuple[int, int]:
+        w = self.sim._waiting.setdefault(self.queue, [])
+        pos = w.index(self.token) + 1 if self.token in w else 1
+        if self.token in w:
+            w.remove(self.token)
+        return pos, len(w)
+
+    def _position(self) -> int:
+        w = self.sim._waiting.get(self.queue, [])
+        return w.index(self.token) + 1 if self.token in w else 1
+
+    async def run(self) -> PlacedCall:
+        try:
+            return await self._run()
+        finally:
+            w = self.sim._waiting.get(self.queue, [])
+            if self.token in w:
+                w.remove(self.token)
+
+    async def _run(self) -> PlacedCall:
+        sim, spec = self.sim, self.spec
+        c1, c2 = sim._local_pair(self.entry, "hotline", None)
+        self.c1, self.c2 = c1, c2
+        sim._newchannel(c1)
+        sim._newchannel(c2)
+        sim._dial("DialBegin", None, c1, [("DialString", f"{self.entry}@hotline")])
+        cust = spec.customer_id or ("31000" + spec.caller_num[-5:])
+        if spec.via_ivr:
+            # caller-setup derives a default CRM id; the IVR then sets the real one
+            self._caller_setup("31000" + spec.caller_num[-5:])
+            c2.at("hotline", "ivr", 3)
+            self._answer_caller()
+            await sim._sleep(spec.ivr_s)
+            sim._var_set(c2, "IVR_CHOICE", spec.ivr_choice)
+            sim._var_set(c2, "__CUSTOMER_ID", cust)
+            if spec.outage_id:
+                sim._var_set(c2, "__OUTAGE_ID", spec.outage_id)
+        else:
+            c2.at("hotline", self.entry, 2)
+            self._answer_caller()
+            self._caller_setup(cust)
+            c2.at("hotline", self.entry, 4)
+            sim._var_set(c2, "IVR_CHOICE", spec.ivr_choice)
+            if spec.outage_id:
+                c2.priority = 5
+                sim._var_set(c2, "__OUTAGE_ID", spec.outage_id)
+        c2.at("hotline", "enter-queue", 2)
+        sim._var_set(c2, "__IVR_CHOICE", spec.ivr_choice)
+        self.monitor_name = (f"{sim.recordings_dir}/{spec.ivr_choice}-{sim._filename_ts()}-{c2.uniqueid}")
+        c2.priority = 5
+        pos, count = self._join()
+        self.joined_at = sim.now()
+        self.orig_pos = pos
+        sim._emit("QueueCallerJoin", "agent,all", sim._snap(c2),
+                  [("Queue", self.queue), ("Position", str(pos)), ("Count", str(count))])
+        if spec.outcome == "abandoned":
+            await self._abandon_flow()
+            agent = None
+        else:
+            await self._answer_flow()
+            agent = spec.agent
+        return PlacedCall(c2.uniqueid, c2.linkedid, c2.name, self.queue, spec.outcome, agent)
+
+    def _caller_setup(self, cust: str) -> None:
+        sim, c2, spec = self.sim, self.c2, self.spec
+        prio_back = (c2.context, c2.exten, c2.priority)
+        c2.at("caller-setup", "s", 1)
+        c2.cid_num = spec.caller_num
+        sim._newcallerid(c2)
+        c2.priority = 2
+        c2.cid_name = spec.caller_name
+        sim._newcallerid(c2)
+        c2.priority = 3
+        sim._var_set(c2, "__CUSTOMER_ID", cust)
+        c2.at(*prio_back)
+
+    def _answer_caller(self) -> None:
+        sim = self.sim
+        sim._newstate(self.c2, 6)
+        sim._newstate(self.c1, 6)
+        sim._dial("DialEnd", None, self.c1, [("DialStatus", "ANSWER")])
+
+    def _ring(self, agents: Sequence[str]) -> dict[str, tuple[_Chan, _Chan]]:
+        """AgentCalled … DialState RINGING for members rung together."""
+        sim, c2 = self.sim, self.c2
+        legs: dict[str, tuple[_Chan, _Chan]] = {}
+        inherited = [(n, c2.vars.get(n, "")) for n in ("IVR_CHOICE", "OUTAGE_ID", "CUSTOMER_ID")]
+        inherited = [(n, v) for n, v in inherited if v]
+        for a in agents:
+            m1, m2 = sim._local_pair(a, "agents", c2.linkedid)
+            legs[a] = (m1, m2)
+            sim._newchannel(m1)
+            sim._newchannel(m2)
+            m1.cid_num = c2.exten  # app_queue: the caller's dialplan extension
+            sim._newcallerid(m1)
+            m1.con_num, m1.con_name = c2.cid_num, c2.cid_name
+            for n, v in inherited:
+                sim._var_set(m1, "__" + n, v)
+            for n, v in inherited:
+                sim._var_set(m2, "__" + n, v, stale=True)
+            m2.vars.update(dict(inherited))
+            m2.cid_num, m2.cid_name = c2.cid_num, c2.cid_name
+            m2.con_num, m2.con_name = m1.cid_num, m1.cid_name
+            sim._newcallerid(m2)
+            m1.exten = c2.exten
+            sim._agent_event("AgentCalled", c2, m1, self.queue, a)
+            sim._dial("DialBegin", c2, m1, [("DialString", sim.interface(a))])
+        for a in agents:
+            sim._newstate(legs[a][0], 5)
+        for a in agents:
+            sim._member_status(a, 2)
+        for a in reversed(agents):
+            sim._dial("DialState", c2, legs[a][0], [("DialStatus", "RINGING")])
+        return legs
+
+    def _no_answer(self, legs: dict[str, tuple[_Chan, _Chan]], ring_s: float) -> None:
+        sim, c2 = self.sim, self.c2
+        for a, (m1, m2) in legs.items():
+            sim._agent_event("AgentRingNoAnswer", c2, m1, self.queue, a,
+                             [("RingTime", str(int(round(ring_s * 1000))))])
+            sim._dial("DialEnd", c2, m1, [("DialStatus", "NOANSWER")])
+            sim._dial("DialEnd", c2, m1, [("DialStatus", "CANCEL")])
+            sim._hangup(m1, 0)
+            m2.priority = _PRIO_NOANSWER
+            sim._hangup(m2, 0)
+            sim._member_status(a, 1)
+
+    def _groups(self) -> list[tuple[str, ...]]:
+        if self.qconf.strategy == "ringall":
+            return [self.order]
+        return [(a,) for a in self.order]
+
+    async def _abandon_flow(self) -> None:
+        sim, spec, c1, c2 = self.sim, self.spec, self.c1, self.c2
+        wait = spec.wait_s
+        t = 0.0
+        ringing: dict[str, tuple[_Chan, _Chan]] = {}
+        groups = self._groups()
+        gi = 0
+        while groups and t < wait:
+            group = groups[gi % len(groups)]
+            gi += 1
+            legs = self._ring(group)
+            if t + spec.ring_s < wait:
+                await sim._sleep(spec.ring_s)
+                self._no_answer(legs, spec.ring_s)
+                t += spec.ring_s
+                pause = min(self.qconf.retry_s, wait - t)
+                await sim._sleep(pause)
+                t += pause
+            else:
+                ringing = legs
+                await sim._sleep(wait - t)
+                t = wait
+        if t < wait:
+            await sim._sleep(wait - t)
+        # the caller's phone half hangs up
+        sim._hangup(c1, 0)
+        for a, (m1, _m2) in ringing.items():
+            sim._dial("DialEnd", c2, m1, [("DialStatus", "CANCEL")])
+            sim._dial("DialEnd", c2, m1, [("DialStatus", "CANCEL")])
+            sim._hangup(m1, 0)
+        pos = self._position()
+        sim._emit("QueueCallerAbandon", "agent,all", sim._snap(c2), [
+            ("Queue", self.queue), ("Position", str(pos)),
+            ("OriginalPosition", str(self.orig_pos)), ("HoldTime", str(int(round(wait))))])
+        pos, count = self._leave()
+        sim._emit("QueueCallerLeave", "agent,all", sim._snap(c2),
+                  [("Queue", self.queue), ("Position", str(pos)), ("Count", str(count))])
+        for a, (_m1, m2) in ringing.items():
+            m2.priority = _PRIO_NOANSWER
+            sim._hangup(m2, 0)
+            sim._member_status(a, 1)
+        sim._hangup(c2, 0)
+
+    async def _answer_flow(self) -> None:
+        sim, spec, c1, c2 = self.sim, self.spec, self.c1, self.c2
+        hold = spec.wait_s
+        await sim._sleep(spec.wait_s)
+        if self.qconf.strategy == "ringall":
+            group = self.order
+        else:
+            # members before the answering agent ring out unanswered
+            for a in self.order:
+                if a == spec.agent:
+                    break
+                legs = self._ring((a,))
+                await sim._sleep(self.qconf.ring_timeout_s)
+                self._no_answer(legs, self.qconf.ring_timeout_s)
+                await sim._sleep(self.qconf.retry_s)
+                hold += self.qconf.ring_timeout_s + self.qconf.retry_s
+            group = (spec.agent,)
+        legs = self._ring(group)
+        await sim._sleep(spec.ring_s)
+        hold += spec.ring_s
+        m1, m2 = legs[spec.agent]
+        losers = [(a, l) for a, l in legs.items() if a != spec.agent]
+        # the agent answers
+        m2.priority = _PRIO_ANSWER
+        sim._newstate(m2, 6)
+        sim._newstate(m1, 6)
+        sim._dial("DialEnd", c2, m1, [("DialStatus", "ANSWER")])
+        for _a, (l1, _l2) in losers:
+            sim._dial("DialEnd", c2, l1, [("DialStatus", "CANCEL")])
+            sim._dial("DialEnd", c2, l1, [("DialStatus", "CANCEL")])
+            sim._hangup(l1, 26)
+        rec = self.qconf.recording
+        if rec == "caller":
+            sim._var_set(c2, "MIXMONITOR_FILENAME", self.monitor_name + ".wav")
+            sim._emit("MixMonitorStart", "call,all", sim._snap(c2))
+        pos, count = self._leave()
+        sim._emit("QueueCallerLeave", "agent,all", sim._snap(c2),
+                  [("Queue", self.queue), ("Position", str(pos)), ("Count", str(count))])
+        if rec == "member":
+            m1.at("queue-member-connect", "s", 2)
+            sim._var_set(m1, "MIXMONITOR_FILENAME",
+                         f"{sim.recordings_dir}/{self.queue}-{sim._filename_ts()}-{m1.uniqueid}.wav")
+            sim._emit("MixMonitorStart", "call,all", sim._snap(m1))
+            m1.at("agents", c2.exten, 1)
+        for a, (_l1, l2) in losers:
+            sim._member_status(a, 1)
+            l2.priority = _PRIO_RING_CUT
+            sim._hangup(l2, 26)
+        hold_time = str(int(round(hold)))
+        sim._agent_event("AgentConnect", c2, m1, self.queue, spec.agent,
+                         [("HoldTime", hold_time), ("RingTime", str(int(round(spec.ring_s))))])
+        bridge = str(uuid.uuid4())
+        sim._bridge("BridgeCreate", bridge, 0)
+        sim._bridge("BridgeEnter", bridge, 1, m1)
+        sim._bridge("BridgeEnter", bridge, 2, c2)
+        await sim._sleep(spec.talk_s)
+        talk = str(int(round(spec.talk_s)))
+
+        def complete(reason: str) -> None:
+            sim._calls_taken[spec.agent] = sim._calls_taken.get(spec.agent, 0) + 1
+            sim._last_call[spec.agent] = int(sim.now())
+            sim._agent_event("AgentComplete", c2, m1, self.queue, spec.agent,
+                             [("HoldTime", hold_time), ("TalkTime", talk), ("Reason", reason)])
+
+        def stop_member_recording() -> None:
+            if rec == "member":
+                m1.at("agent-hangup", "s", 2)
+                sim._emit("MixMonitorStop", "call,all", sim._snap(m1))
+                m1.at("agents", c2.exten, 1)
+
+        def stop_caller_recording() -> None:
+            if rec == "caller":
+                back = (c2.context, c2.exten, c2.priority)
+                c2.at("caller-hangup", "s", 2)
+                sim._emit("MixMonitorStop", "call,all", sim._snap(c2))
+                c2.at(*back)
+
+        if spec.outcome == "answered":  # trace 01: the agent hangs up
+            m2.priority = _PRIO_AGENT_HANGUP
+            sim._hangup(m2, 16)
+            sim._bridge("BridgeLeave", bridge, 1, m1)
+            complete("agent")
+            stop_member_recording()
+            sim._hangup(m1, 16)
+            sim._member_status(spec.agent, 1)
+            sim._bridge("BridgeLeave", bridge, 0, c2)
+            stop_caller_recording()
+            sim._hangup(c1, 16)
+            sim._bridge("BridgeDestroy", bridge, 0)
+            sim._hangup(c2, 16)
+        else:  # trace 02: the caller hangs up
+            sim._hangup(c1, 0)
+            complete("caller")
+            sim._bridge("BridgeLeave", bridge, 1, c2)
+            sim._bridge("BridgeLeave", bridge, 0, m1)
+            stop_member_recording()
+            sim._bridge("BridgeDestroy", bridge, 0)
+            m2.priority = _PRIO_TALK_CUT
+            sim._hangup(m2, 16)
+            sim._hangup(m1, 16)
+            stop_caller_recording()
+            sim._hangup(c2, 16)
+            sim._member_status(spec.agent, 1)
+
+
+# ---------------------------------------------------------------------- CLI
+async def _amain(args: argparse.Namespace) -> None:
+    sim = PbxSimulator(args.host, args.port, args.username, args.secret, speed=args.speed)
+    port = await sim.start()
+    print(f"PBX simulator (AMI) on {args.host}:{port} user={args.username}", flush=True)
+    traffic = None
+    if args.rate > 0:
+        traffic = asyncio.create_task(sim.run_traffic(args.rate, abandon_ratio=args.abandon_ratio, callers=[
+            ("13800138000", "张三", "3100012345"), ("13900139001", "李四", "3100023456"),
+            ("13700137002", "王五", "3100034567"), ("13600136003", "国网客户", "3100045678")]))
+    try:
+        await asyncio.Event().wait()
+    finally:
+        if traffic is not None:
+            traffic.cancel()
+        await sim.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m cti.simulator", description="AMI PBX simulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5038)
+    p.add_argument("--username", default="acceptance")
+    p.add_argument("--secret", default="acceptance-secret")
+    p.add_argument("--speed", type=float, default=1.0, help="time compression factor")
+    p.add_argument("--rate", type=float, default=6.0, help="random calls per minute (0: none)")
+    p.add_argument("--abandon-ratio", type=float, default=0.15)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_amain(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+// Agent desktop. Every value from a call is hostile: only textContent / value, never innerHTML.
+(function () {
+  "use strict";
+  const agent = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
+  const $ = (id) => document.getElementById(id);
+  $("agent-id").textContent = agent;
+  const IVR = { repair: "故障报修 Repair", complaint: "投诉举报 Complaint", enquiry: "咨询查询 Enquiry" };
+  const AREA = { town: "城区 Town", countryside: "农村 Countryside", remote: "偏远山区 Remote" };
+  const STATUS = { draft: "草稿 Draft", accepted: "已受理 Accepted", dispatched: "已派发 Dispatched",
+    in_progress: "处理中 In progress", feedback: "已反馈 Feedback", callback: "回访 Callback", closed: "已归档 Closed" };
+  let current = null;
+
+  fetch("/api/order-types").then((r) => r.json()).then((types) => {
+    const sel = $("f-type");
+    const blank = document.createElement("option");
+    blank.value = ""; blank.textContent = "— 请选择 Choose —";
+    sel.appendChild(blank);
+    for (const t of types) {
+      const o = document.createElement("option");
+      o.value = t.value; o.textContent = t.label; sel.appendChild(o);
+    }
+    if (current) sel.value = current.order_type || "";
+  });
+
+  function setConn(state, text) {
+    const el = $("conn");
+    el.dataset.state = state; el.textContent = text;
+    el.className = "conn " + (state === "open" ? "on" : "off");
+  }
+
+  function show(pop) {
+    $("waiting").hidden = true;
+    $("pop").hidden = false;
+    $("pop-queue").textContent = pop.queue || "";
+    $("caller-num").textContent = pop.caller_num || "(无号码 withheld)";
+    $("caller-name").textContent = pop.caller_name || "";
+    $("ivr-choice").textContent = IVR[pop.ivr_choice] || pop.ivr_choice || "—";
+    const err = $("pop-error");
+    err.hidden = !pop.error; err.textContent = pop.error || "";
+    const c = pop.customer;
+    $("customer").hidden = !c;
+    $("customer-unknown").hidden = !!c;
+    if (c) {
+      $("c-account").textContent = c.account_no || "";
+      $("c-name").textContent = c.name || "";
+      $("c-address").textContent = c.address || "";
+      $("c-ta").textContent = c.transformer_area || "";
+      $("c-feeder").textContent = c.feeder || "";
+      $("c-village").textContent = c.village || "";
+      $("c-area").textContent = AREA[c.area_class] || c.area_class || "";
+      const flags = [];
+      if (c.dedicated_transformer) flags.push("专变用户");
+      if (c.large_customer) flags.push("大客户");
+      if (c.sensitive) flags.push("敏感客户");
+      if (c.high_rise) flags.push("高层住宅");
+      $("c-key").textContent = flags.length ? flags.join("、") : "否 No";
+    }
+    const ul = $("recent");
+    ul.replaceChildren();
+    if (!pop.recent_orders || !pop.recent_orders.length) {
+      const li = document.createElement("li"); li.className = "muted";
+      li.textContent = "无 None"; ul.appendChild(li);
+    } else {
+      for (const r of pop.recent_orders) {
+        const li = document.createElement("li");
+        li.textContent = `${r.order_no} · ${r.order_type_label || r.order_type} · ${STATUS[r.status] || r.status} · ${r.created_at.slice(0, 16).replace("T", " ")} · ${r.description || ""}`;
+        ul.appendChild(li);
+      }
+    }
+    current = pop.order;
+    fillForm(current);
+    $("save-result").textContent = "";
+  }
+
+  function fillForm(o) {
+    const form = $("order-form");
+    $("order-no").textContent = o ? o.order_no : "未生成 not created";
+    $("order-status").textContent = o ? (STATUS[o.status] || o.status) : "";
+    $("save").disabled = !o;
+    if (!o) return;
+    $("f-type").value = o.order_type || "";
+    $("f-contact-name").value = o.contact_name || "";
+    $("f-contact-phone").value = o.contact_phone || "";
+    $("f-address").value = o.address || "";
+    $("f-ta").value = o.transformer_area || "";
+    $("f-description").value = o.description || "";
+    form.dataset.orderId = String(o.id);
+  }
+
+  $("order-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!current) return;
+    const body = {
+      order_type: $("f-type").value, contact_name: $("f-contact-name").value,
+      contact_phone: $("f-contact-phone").value, address: $("f-address").value,
+      transformer_area: $("f-ta").value, description: $("f-description").value,
+      version: current.version,
+    };
+    const out = $("save-result");
+    out.textContent = "保存中… Saving…";
+    try {
+      const r = await fetch(`/api/orders/${current.id}`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      const data = await r.json();
+      if (r.ok) {
+        current = data; fillForm(current);
+        out.textContent = `已保存 Saved: ${data.order_no}`; out.className = "ok";
+      } else {
+        const fields = data.fields ? " — " + Object.values(data.fields).join(";") : "";
+        out.textContent = `${data.message}${fields}`; out.className = "error";
+      }
+    } catch (e) {
+      out.textContent = "网络错误,请重试 / network error, retry"; out.className = "error";
+    }
+  });
+
+  let backoff = 500;
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${proto}://${location.host}/ws/agent/${encodeURIComponent(agent)}`);
+    ws.onopen = () => { backoff = 500; setConn("open", "已连接 Connected"); };
+    ws.onmessage = (m) => {
+      let msg; try { msg = JSON.parse(m.data); } catch (e) { return; }
+      if (msg.type === "screen_pop") show(msg);
+    };
+    ws.onclose = () => {
+      setConn("closed", "连接断开,重连中… Reconnecting…");
+      setTimeout(connect, backoff); backoff = Math.min(backoff * 2, 10000);
+    };
+  }
+  connect();
+})();

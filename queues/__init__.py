@@ -1,0 +1,1 @@
+"""Live and historic queue statistics for supervisors (issue #6, not built yet)."""

@@ -1,0 +1,100 @@
+"""Headless Chromium (Debian's, by path) sees a screen-pop, saves the work
+order, and the order is read back from PostgreSQL."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import asyncpg
+import pytest
+from playwright.async_api import async_playwright
+
+from cti.simulator import CallSpec
+
+from .harness import running_service
+
+CHROMIUM = shutil.which("chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+async def browser():
+    assert CHROMIUM, "Debian chromium must be installed (scripts/bootstrap.sh installs it)"
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def test_agent_sees_screen_pop_saves_order_and_it_is_in_postgres(db_url, browser, tmp_path):
+    async with running_service(db_url) as svc:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(f"{svc.base_url}/agent/1001")
+        await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
+        assert await page.is_visible("#waiting")
+
+        call = asyncio.create_task(svc.simulator.place_call(CallSpec(
+            caller_num="013800138000", caller_name="张三", ivr_choice="repair", customer_id="",
+            outage_id="", agent="1001", outcome="answered", ring_s=2, talk_s=3)))
+        await page.wait_for_selector("#pop:not([hidden])", timeout=10_000)
+        assert await page.text_content("#caller-name") == "张三"
+        assert await page.text_content("#c-account") == "3100012345"
+        assert await page.text_content("#c-ta") == "才湾2号台区"
+        assert await page.input_value("#f-type") == "repair"
+        assert await page.input_value("#f-contact-phone") == "13800138000"
+        order_no = (await page.text_content("#order-no")).strip()
+        assert order_no.startswith("GD")
+        await page.screenshot(path=str(tmp_path / "screen-pop.png"))
+
+        await page.fill("#f-description", "台区全部停电,疑似变压器故障")
+        await page.click("#save")
+        await page.wait_for_selector("#save-result.ok", timeout=10_000)
+        assert order_no in await page.text_content("#save-result")
+        await call
+        assert errors == []
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        row = await conn.fetchrow("SELECT status, description, transformer_area FROM work_orders WHERE order_no = $1",
+                                  order_no)
+    finally:
+        await conn.close()
+    assert row["status"] == "accepted"
+    assert row["description"] == "台区全部停电,疑似变压器故障"
+    assert row["transformer_area"] == "才湾2号台区"
+
+
+async def test_markup_in_caller_name_is_shown_as_text(db_url, browser):
+    payload = '<img src=x onerror="window.__xss=1">'
+    async with running_service(db_url) as svc:
+        page = await browser.new_page()
+        await page.goto(f"{svc.base_url}/agent/1002")
+        await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
+        call = asyncio.create_task(svc.simulator.place_call(CallSpec(
+            caller_num="13912345678", caller_name=payload, ivr_choice="complaint", customer_id="",
+            outage_id="", agent="1002", outcome="answered", ring_s=1, talk_s=1)))
+        await page.wait_for_selector("#pop:not([hidden])", timeout=10_000)
+        await call
+        assert await page.text_content("#caller-name") == payload
+        assert await page.evaluate("window.__xss === undefined")
+        assert await page.locator("#pop img").count() == 0
+        assert await page.is_visible("#customer-unknown")
+
+
+async def test_incomplete_order_shows_the_missing_fields(db_url, browser):
+    async with running_service(db_url) as svc:
+        page = await browser.new_page()
+        await page.goto(f"{svc.base_url}/agent/1003")
+        await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
+        call = asyncio.create_task(svc.simulator.place_call(CallSpec(
+            caller_num="13912345670", caller_name="", ivr_choice="enquiry", customer_id="",
+            outage_id="", agent="1003", outcome="answered", ring_s=1, talk_s=1)))
+        await page.wait_for_selector("#pop:not([hidden])", timeout=10_000)
+        await call
+        await page.click("#save")  # no description
+        await page.wait_for_selector("#save-result.error", timeout=10_000)
+        assert "诉求" in await page.text_content("#save-result")

@@ -1,0 +1,129 @@
+"""Work orders in PostgreSQL (asyncpg).  Functions take a connection: the
+caller owns the transaction."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+
+from .model import RecentOrder, format_order_no
+
+
+class OrderNotFound(LookupError):
+    pass
+
+
+class StaleOrder(RuntimeError):
+    """Someone else saved the order since it was loaded (optimistic locking)."""
+
+
+class OrderNotEditable(RuntimeError):
+    pass
+
+
+_COLUMNS = """id, order_no, status, order_type, ivr_choice, linkedid, agent, queue,
+    caller_num, caller_num_norm, caller_name, customer_id, customer_snapshot,
+    contact_name, contact_phone, address, transformer_area, description, outage_id,
+    version, created_at, updated_at, saved_at"""
+
+
+def _row(r: asyncpg.Record) -> dict[str, Any]:
+    d = dict(r)
+    snap = d.get("customer_snapshot")
+    if isinstance(snap, str):
+        d["customer_snapshot"] = json.loads(snap)
+    for k in ("created_at", "updated_at", "saved_at"):
+        if d.get(k) is not None:
+            d[k] = d[k].isoformat()
+    return d
+
+
+async def next_order_no(conn: asyncpg.Connection, now: datetime | None = None) -> str:
+    seq = await conn.fetchval("SELECT nextval('work_order_seq')")
+    return format_order_no(now or datetime.now(timezone.utc), seq)
+
+
+async def create_draft(conn: asyncpg.Connection, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Insert the screen-pop draft; idempotent per (linkedid, agent) so that a
+    replayed AgentCalled never makes a second order.  Returns (order, created)."""
+    if fields.get("linkedid"):
+        existing = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM work_orders WHERE linkedid = $1 AND agent = $2",
+            fields["linkedid"], fields["agent"])
+        if existing is not None:
+            return _row(existing), False
+    order_no = await next_order_no(conn)
+    row = await conn.fetchrow(
+        f"""INSERT INTO work_orders (order_no, status, order_type, ivr_choice, linkedid, agent, queue,
+                caller_num, caller_num_norm, caller_name, customer_id, customer_snapshot,
+                contact_name, contact_phone, address, transformer_area, outage_id)
+            VALUES ($1, 'draft', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16)
+            ON CONFLICT (linkedid, agent) WHERE linkedid IS NOT NULL DO NOTHING
+            RETURNING {_COLUMNS}""",
+        order_no, fields["order_type"], fields["ivr_choice"], fields["linkedid"] or None,
+        fields["agent"], fields["queue"], fields["caller_num"], fields["caller_num_norm"],
+        fields["caller_name"], fields["customer_id"], json.dumps(fields["customer_snapshot"], ensure_ascii=False),
+        fields["contact_name"], fields["contact_phone"], fields["address"], fields["transformer_area"],
+        fields["outage_id"])
+    if row is None:  # lost a race with another node: return theirs
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM work_orders WHERE linkedid = $1 AND agent = $2",
+            fields["linkedid"], fields["agent"])
+        return _row(row), False
+    return _row(row), True
+
+
+async def get_order(conn: asyncpg.Connection, order_id: int) -> dict[str, Any]:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM work_orders WHERE id = $1", order_id)
+    if row is None:
+        raise OrderNotFound(order_id)
+    return _row(row)
+
+
+async def save_order(conn: asyncpg.Connection, order_id: int, clean: dict[str, Any]) -> dict[str, Any]:
+    """The agent completes and saves the draft: it becomes an accepted order
+    (受理).  Optimistic locking on ``version``."""
+    row = await conn.fetchrow(
+        f"""UPDATE work_orders SET order_type = $2, contact_name = $3, contact_phone = $4,
+                address = $5, transformer_area = $6, description = $7,
+                status = CASE WHEN status = 'draft' THEN 'accepted' ELSE status END,
+                version = version + 1, updated_at = now(), saved_at = now()
+            WHERE id = $1 AND version = $8 AND status IN ('draft', 'accepted')
+            RETURNING {_COLUMNS}""",
+        order_id, clean["order_type"], clean["contact_name"], clean["contact_phone"],
+        clean["address"], clean["transformer_area"], clean["description"], clean["version"])
+    if row is not None:
+        return _row(row)
+    current = await conn.fetchrow("SELECT status, version FROM work_orders WHERE id = $1", order_id)
+    if current is None:
+        raise OrderNotFound(order_id)
+    if current["status"] not in ("draft", "accepted"):
+        raise OrderNotEditable(current["status"])
+    raise StaleOrder(current["version"])
+
+
+async def recent_orders(conn: asyncpg.Connection, *, customer_id: int | None, phone: str,
+                        limit: int = 5, exclude_linkedid: str = "") -> list[RecentOrder]:
+    """The caller's recent work orders: by customer when known, else by number.
+    Drafts never saved are not shown."""
+    if limit <= 0 or (customer_id is None and not phone):
+        return []
+    rows = await conn.fetch(
+        """SELECT order_no, order_type, status, created_at, description FROM work_orders
+           WHERE status <> 'draft' AND coalesce(linkedid, '') <> $4
+             AND ((customer_id IS NOT NULL AND customer_id = $1) OR ($2 <> '' AND caller_num_norm = $2))
+           ORDER BY created_at DESC LIMIT $3""",
+        customer_id, phone or "", limit, exclude_linkedid)
+    return [RecentOrder(r["order_no"], r["order_type"], r["status"], r["created_at"], r["description"])
+            for r in rows]
+
+
+async def list_orders(conn: asyncpg.Connection, *, agent: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    if agent:
+        rows = await conn.fetch(f"SELECT {_COLUMNS} FROM work_orders WHERE agent = $1 ORDER BY id DESC LIMIT $2",
+                                agent, limit)
+    else:
+        rows = await conn.fetch(f"SELECT {_COLUMNS} FROM work_orders ORDER BY id DESC LIMIT $1", limit)
+    return [_row(r) for r in rows]
