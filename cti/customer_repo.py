@@ -165,7 +165,7 @@ async def get_customer(conn: asyncpg.Connection, customer_id: int) -> Customer |
 
 
 async def get_by_account(conn: asyncpg.Connection, account_no: str) -> Customer | None:
-    rec = await conn.fetchrow(_SELECT + " WHERE c.account_no = $1", account_no.strip())
+    rec = await conn.fetchrow(_SELECT + " WHERE c.account_no = $1", str(account_no).strip())
     return _customer(rec) if rec else None
 
 

@@ -167,7 +167,7 @@ class _Chan:
         return self
 
 
-@dataclass
+@dataclass(eq=False)
 class _Session:
     writer: asyncio.StreamWriter
     peer: tuple
@@ -270,9 +270,7 @@ class PbxSimulator:
         if self._server is not None:
             self._server.close()
         self.drop_connections()
-        for t in list(self._handlers) + list(self._calls):
-            with contextlib.suppress(BaseException):
-                await t
+        await asyncio.gather(*self._handlers, *self._calls, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -556,17 +554,23 @@ class PbxSimulator:
                 raise ValueError(f"unknown agent {a!r}")
         if answering and spec.agent not in order:
             raise ValueError("ring_order must contain the answering agent")
-        task = asyncio.current_task()
-        if task is not None:
-            self._calls.add(task)
         reserved = set(order) | set(answering)
         self._reserve(reserved)
+        # the call runs in a task of its own, so that stop() can end it
+        # without cancelling the task that asked for it
+        task = asyncio.create_task(_CallPlayer(self, spec, order).run())
+        self._calls.add(task)
         try:
-            return await _CallPlayer(self, spec, order).run()
+            return await asyncio.shield(task)
         finally:
-            self._release(reserved)
-            if task is not None:
+            if task.done():
+                self._release(reserved)
                 self._calls.discard(task)
+            else:  # our caller was cancelled: the call plays on
+                def _done(t: asyncio.Task, r: set[str] = reserved) -> None:
+                    self._release(r)
+                    self._calls.discard(t)
+                task.add_done_callback(_done)
 
     def _reserve(self, agents: Iterable[str]) -> None:
         for a in agents:

@@ -1,0 +1,174 @@
+"""Customers in a real PostgreSQL (embedded; see conftest.py)."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from cti.customer_repo import (
+    find_by_phone,
+    get_by_account,
+    get_customer,
+    import_customers_file,
+    upsert_customers,
+)
+from cti.customers import Customer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "cti" / "data" / "demo_customers.csv"
+BAD = Path(__file__).parent / "fixtures" / "customers_with_bad_rows.csv"
+
+
+async def test_demo_import_then_zhang_san_is_found_by_every_trunk_form(pool):
+    result = await import_customers_file(pool, DEMO)
+    assert result.errors == []
+    assert result.inserted == len(result.customers) >= 55
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM customers") == result.inserted
+        for raw in ("+8613800138000", "008613800138000", "013800138000", "8613800138000", "138 0013 8000"):
+            found = await find_by_phone(conn, raw)
+            assert [c.account_no for c in found] == ["3100012345"], raw
+            zhang = found[0]
+            assert zhang.name == "张三" and zhang.transformer_area == "才湾2号台区"
+            assert zhang.feeder == "10kV才湾线" and zhang.area_class == "countryside"
+            assert zhang.phones == ("13800138000",) and zhang.id is not None
+
+
+async def test_landline_and_multi_phone_customer_found_by_either_number(pool):
+    await import_customers_file(pool, DEMO)
+    async with pool.acquire() as conn:
+        by_mobile = await find_by_phone(conn, "+86 138 0013 8003")
+        by_landline = await find_by_phone(conn, "(0773) 555 0120")
+        assert [c.name for c in by_mobile] == [c.name for c in by_landline] == ["全州县人民医院"]
+        hospital = by_landline[0]
+        assert hospital.key_customer and hospital.dedicated_transformer
+        assert set(hospital.phones) == {"13800138003", "07735550120"}
+        assert hospital.phones[0] == "13800138003"  # mobiles first
+
+
+async def test_hostile_or_unknown_caller_finds_nobody(pool):
+    await import_customers_file(pool, DEMO)
+    async with pool.acquire() as conn:
+        for raw in (None, "", "anonymous", "<unknown>", "13900000000", "'; DROP TABLE customers; --"):
+            assert await find_by_phone(conn, raw) == []
+        assert await conn.fetchval("SELECT count(*) FROM customers") > 0
+
+
+async def test_shared_number_returns_every_account_most_recently_updated_first(pool):
+    await import_customers_file(pool, DEMO)
+    async with pool.acquire() as conn:
+        found = await find_by_phone(conn, "13800138099")
+        assert {c.account_no for c in found} == {"3100019001", "3100019002"}
+        shop = await get_by_account(conn, "3100019002")
+        await conn.execute("UPDATE customers SET updated_at = now() + interval '1 minute' WHERE id = $1", shop.id)
+        assert [c.account_no for c in await find_by_phone(conn, "+8613800138099")] == ["3100019002", "3100019001"]
+        assert len(await find_by_phone(conn, "13800138099", limit=1)) == 1
+
+
+async def test_reimport_is_idempotent(pool):
+    first = await import_customers_file(pool, DEMO)
+    async with pool.acquire() as conn:
+        before = await conn.fetch("SELECT id, account_no, updated_at FROM customers ORDER BY id")
+        phones_before = await conn.fetch("SELECT * FROM customer_phones ORDER BY customer_id, phone")
+    second = await import_customers_file(pool, DEMO)
+    assert (second.inserted, second.updated, second.unchanged) == (0, 0, len(first.customers))
+    async with pool.acquire() as conn:
+        assert await conn.fetch("SELECT id, account_no, updated_at FROM customers ORDER BY id") == before
+        assert await conn.fetch("SELECT * FROM customer_phones ORDER BY customer_id, phone") == phones_before
+
+
+async def test_upsert_updates_fields_and_replaces_phones(pool):
+    await import_customers_file(pool, DEMO)
+    async with pool.acquire() as conn:
+        zhang = await get_by_account(conn, "3100012345")
+        moved = replace(zhang, address="全州县才湾镇新街1号", phones=("13800138088", "0773-5551234"), id=None)
+        async with conn.transaction():
+            assert await upsert_customers(conn, [moved]) == 1
+        again = await get_customer(conn, zhang.id)
+        assert again.address == "全州县才湾镇新街1号"
+        assert set(again.phones) == {"13800138088", "07735551234"}
+        assert await find_by_phone(conn, "13800138000") == []
+        assert [c.id for c in await find_by_phone(conn, "0773-5551234")] == [zhang.id]
+        kinds = dict(await conn.fetch("SELECT phone, kind FROM customer_phones WHERE customer_id = $1", zhang.id))
+        assert kinds == {"13800138088": "mobile", "07735551234": "landline"}
+
+
+async def test_phone_only_change_bumps_updated_at(pool):
+    async with pool.acquire() as conn:
+        c = Customer(account_no="3100000100", name="测试", phones=("13800138070",))
+        await upsert_customers(conn, [c])
+        t0 = await conn.fetchval("SELECT updated_at FROM customers WHERE account_no = $1", c.account_no)
+        await upsert_customers(conn, [c])
+        assert await conn.fetchval("SELECT updated_at FROM customers WHERE account_no = $1", c.account_no) == t0
+        await upsert_customers(conn, [replace(c, phones=("13800138071",))])
+        assert await conn.fetchval("SELECT updated_at FROM customers WHERE account_no = $1", c.account_no) > t0
+
+
+async def test_bad_row_file_keeps_good_rows_and_reports_bad_ones_by_line(pool):
+    result = await import_customers_file(pool, BAD)
+    assert [line for line, _ in result.errors] == [3, 5, 6]
+    assert result.inserted == 3
+    async with pool.acquire() as conn:
+        accounts = [r["account_no"] for r in await conn.fetch("SELECT account_no FROM customers ORDER BY account_no")]
+        assert accounts == ["3100090001", "3100090002", "3100090004"]
+        # the first of the duplicated account wins, the second is reported
+        assert (await get_by_account(conn, "3100090001")).name == "赵一"
+        # kept without phone: still reachable by account number (IVR path)
+        no_phone = await get_by_account(conn, "3100090004")
+        assert no_phone.phones == () and no_phone.area_class == "remote"
+
+
+async def test_markup_in_fields_is_stored_as_plain_text(pool, tmp_path):
+    path = tmp_path / "markup.csv"
+    path.write_bytes((
+        "户号,户名,联系电话,用电地址,台区,线路,村/街道,区域类别,客户类别,专变用户,大客户,敏感客户,高层住宅\r\n"
+        '3100000200,"<img src=x onerror=alert(1)>王",13800138060,"<script>alert(\'addr\')</script>",'
+        "&lt;台区&gt;,10kV<b>线</b>,\"村'; DROP TABLE customers; --\",城区,居民,否,否,否,否\r\n"
+    ).encode("gbk"))
+    result = await import_customers_file(pool, path)
+    assert result.errors == []
+    async with pool.acquire() as conn:
+        c = (await find_by_phone(conn, "13800138060"))[0]
+        assert c.name == "<img src=x onerror=alert(1)>王"
+        assert c.address == "<script>alert('addr')</script>"
+        assert c.transformer_area == "&lt;台区&gt;" and c.feeder == "10kV<b>线</b>"
+        assert c.village == "村'; DROP TABLE customers; --"
+        assert c.to_dict()["name"] == "<img src=x onerror=alert(1)>王"
+
+
+async def test_get_missing_customer_gives_none(pool):
+    async with pool.acquire() as conn:
+        assert await get_customer(conn, 999999) is None
+        assert await get_by_account(conn, "nope") is None
+
+
+async def test_upsert_refuses_duplicate_accounts_in_one_batch(pool):
+    c = Customer(account_no="3100000300", name="甲")
+    async with pool.acquire() as conn:
+        with pytest.raises(ValueError):
+            await upsert_customers(conn, [c, replace(c, name="乙")])
+        assert await upsert_customers(conn, []) == 0
+
+
+async def test_import_rolls_back_as_a_whole_when_the_database_fails(pool):
+    result = await import_customers_file(pool, DEMO)
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM customers")
+        await conn.execute("ALTER TABLE customers ADD CONSTRAINT no_hospital CHECK (name <> '全州县人民医院')")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await import_customers_file(pool, DEMO)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM customers") == 0
+    assert result.inserted > 0
+
+
+async def test_concurrent_imports_of_the_same_file_do_not_duplicate(pool):
+    results = await asyncio.gather(*(import_customers_file(pool, DEMO) for _ in range(3)))
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM customers") == len(results[0].customers)
+        assert await conn.fetchval(
+            "SELECT count(*) FROM customer_phones WHERE phone = '13800138000'") == 1
+    assert sum(r.inserted for r in results) == len(results[0].customers)
