@@ -13,10 +13,8 @@ messages.  Rules kept here (see ../shared/ami-traces/asterisk-22/README.md):
 """
 from __future__ import annotations
 
-import operator
 import re
 from dataclasses import dataclass, field
-from itertools import repeat
 
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024
 
@@ -89,52 +87,95 @@ def decode_frame_bytes(raw: bytes) -> tuple[str, str]:
         return raw.decode("utf-8", "replace"), "utf-8-replace"
 
 
-_contains = operator.contains
-_COLON_SP = ": "
+LINE_CACHE_SIZE = 8192
 
 
-def _fast_headers(text: str) -> tuple[tuple[str, str], ...] | None:
-    """Headers of a well-formed CRLF frame, or ``None`` to take the slow path.
+def _parse_line(line: str) -> tuple[str, str] | None:
+    """One ``Key: value`` line (CR already removed), or ``None`` if malformed.
 
-    Well-formed: CRLF line ends only, every line ``Key: value`` with exactly
-    one ``": "``, keys without spaces or colons, no ``Response: Follows``
-    body.  Then all lines split at once in C (``str.split``/``zip``) instead
-    of one partition per line -- the same result as :func:`_parse_slow`.
+    The key is stripped; one space after the colon is dropped; a key with a
+    space inside is malformed, except the legacy ``ChanVariable(<chan>)``.
     """
-    if text.endswith("\r\n"):
-        text = text[:-2]
-    elif text.endswith("\r"):
-        text = text[:-1]
-    if not text or "Follows" in text:
+    key, sep, value = line.partition(":")
+    if not sep:
         return None
-    lines = text.split("\r\n")
-    n = len(lines)
-    if n - 1 != text.count("\n") or text.count(_COLON_SP) != n:
+    key = key.strip()
+    if not key or (" " in key and not key.startswith("ChanVariable(")):
         return None
-    if not all(map(_contains, lines, repeat(_COLON_SP))):
-        return None
-    parts = _COLON_SP.join(lines).split(_COLON_SP)
-    keys = parts[::2]
-    if "" in keys:
-        return None
-    joined = "\x00".join(keys)
-    if " " in joined or ":" in joined or "\t" in joined or "\r" in joined:
-        return None
-    return tuple(zip(keys, parts[1::2]))
+    if value.startswith(" "):
+        value = value[1:]
+    return key, value
 
 
-def parse_frame(raw: bytes) -> Frame | None:
+class LineCache(dict):
+    """Raw header line (bytes) -> parsed ``(key, value)`` (or ``None``).
+
+    Within one AMI session about 90 % of the header lines repeat verbatim
+    (``Privilege: call,all``, ``Language: en``, the channel names and
+    ``ChanVariable`` values of the calls in progress...), so a frame's
+    headers are mostly dictionary look-ups made in C, without decoding or
+    splitting again.  Bounded: emptied when ``limit`` entries are reached.
+    """
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int = LINE_CACHE_SIZE) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __missing__(self, raw_line: bytes) -> tuple[str, str] | None:
+        try:
+            parsed = _parse_line(raw_line.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None  # not UTF-8: the whole frame takes the slow path
+        if len(self) >= self.limit:
+            self.clear()
+        self[raw_line] = parsed
+        return parsed
+
+
+_DEFAULT_LINE_CACHE = LineCache()
+
+_new = object.__new__
+_set_headers = Frame.headers.__set__  # type: ignore[attr-defined]
+_set_encoding = Frame.encoding.__set__  # type: ignore[attr-defined]
+_set_bad_lines = Frame.bad_lines.__set__  # type: ignore[attr-defined]
+_set_body = Frame.body.__set__  # type: ignore[attr-defined]
+
+
+def _utf8_frame(headers: tuple[tuple[str, str], ...]) -> Frame:
+    """``Frame(headers)`` without the frozen-dataclass ``__init__`` overhead."""
+    f = _new(Frame)
+    _set_headers(f, headers)
+    _set_encoding(f, "utf-8")
+    _set_bad_lines(f, 0)
+    _set_body(f, "")
+    return f
+
+
+def parse_frame(raw: bytes, cache: LineCache | None = None) -> Frame | None:
     """Parse the bytes of one frame (without the blank-line terminator).
 
     Returns ``None`` for an empty frame or one without a single valid header.
+    ``cache`` (one per connection, see :class:`FrameReader`) speeds up
+    well-formed CRLF frames; anything else (bare LF, a malformed line, a
+    ``Response: Follows`` body, not UTF-8) takes the line-by-line path, with
+    the same result.
     """
-    try:
-        text, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = decode_frame_bytes(raw)
-    headers = _fast_headers(text)
-    if headers is not None:
-        return Frame(headers, encoding)
+    body = raw
+    if body.endswith(b"\r\n"):
+        body = body[:-2]
+    elif body.endswith(b"\r"):
+        body = body[:-1]
+    if body and b"Follows" not in body:
+        lines = body.split(b"\r\n")
+        if len(lines) - 1 == body.count(b"\n"):
+            if cache is None:
+                cache = _DEFAULT_LINE_CACHE
+            headers = tuple(map(cache.__getitem__, lines))
+            if None not in headers:
+                return _utf8_frame(headers)
+    text, encoding = decode_frame_bytes(raw)
     return _parse_slow(text, encoding)
 
 
@@ -154,17 +195,15 @@ def _parse_slow(text: str, encoding: str) -> Frame | None:
         if body_lines:
             body_lines.append(line)
             continue
-        key, sep, value = line.partition(":")
-        if not sep or not key or " " in key.strip() and not key.strip().startswith("ChanVariable("):
+        kv = _parse_line(line)
+        if kv is None:
             if follows:
                 body_lines.append(line)
             else:
                 bad += 1
             continue
-        key = key.strip()
-        if value.startswith(" "):
-            value = value[1:]
-        headers.append((key, value))
+        key, value = kv
+        headers.append(kv)
         if key.lower() == "response" and value.strip() == "Follows":
             follows = True
     if not headers:
@@ -194,6 +233,7 @@ class FrameReader:
     banner: str | None = None
     stats: FrameStats = field(default_factory=FrameStats)
     _buf: bytes = b""  # the incomplete tail of the stream
+    _lines: LineCache = field(default_factory=LineCache, repr=False)
     _discarding: bool = False
     expect_banner: bool = True
 
@@ -226,12 +266,13 @@ class FrameReader:
             del parts[0]
         stats = self.stats
         limit = self.max_frame_bytes
+        lines = self._lines
         append = out.append
         for raw in parts:
             if len(raw) > limit:
                 stats.oversized += 1
                 continue
-            frame = parse_frame(raw)
+            frame = parse_frame(raw, lines)
             if frame is None:
                 stats.skipped_empty += 1
                 continue

@@ -68,11 +68,7 @@ def _cid(value: str | None) -> str:
 
 def _header_dict(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """First value of each header name (``dict(headers)`` would keep the last)."""
-    d: dict[str, str] = {}
-    setdefault = d.setdefault
-    for k, v in headers:
-        setdefault(k, v)
-    return d
+    return dict(reversed(headers))
 
 
 def _lookup(d: dict[str, str], key: str) -> str | None:
@@ -86,14 +82,18 @@ def _lookup(d: dict[str, str], key: str) -> str | None:
 
 def _vars(headers: tuple[tuple[str, str], ...], key: str) -> tuple[tuple[str, str], ...]:
     """``<key>: NAME=value`` headers (repeats!) in wire order; also the legacy
-    ``<key>(<chan>): NAME=value`` form (OriginateResponse)."""
+    ``<key>(<chan>): NAME=value`` form (AMI 1, OriginateResponse)."""
+    values = [v for k, v in headers if k == key]
+    if not values:
+        legacy = key + "("
+        values = [v for k, v in headers if k.startswith(legacy) and k.endswith(")")]
+        if not values:
+            return ()
     out: dict[str, str] = {}
-    legacy = key + "("
-    for k, v in headers:
-        if k == key or (k.startswith(legacy) and k.endswith(")")):
-            name, sep, value = v.partition("=")
-            if sep:
-                out[name.strip()] = value
+    for v in values:
+        name, sep, value = v.partition("=")
+        if sep:
+            out[name.strip()] = value
     return tuple(out.items())
 
 
@@ -167,6 +167,22 @@ def _interface(d: dict[str, str]) -> str:
     return d.get("Interface") or d.get("Member") or d.get("AgentCalled") or ""
 
 
+_new = object.__new__
+_set_received_at = UnknownEvent.received_at.__set__
+_set_name = UnknownEvent.name.__set__
+_set_fields = UnknownEvent.fields.__set__
+
+
+def _unknown(t: float, name: str, headers) -> UnknownEvent:
+    """``UnknownEvent(t, name, headers)`` without the frozen ``__init__`` cost
+    (most AMI traffic is Newexten/VarSet/DeviceStateChange...)."""
+    ev = _new(UnknownEvent)
+    _set_received_at(ev, t)
+    _set_name(ev, name)
+    _set_fields(ev, headers)
+    return ev
+
+
 # --- one builder per modelled event -----------------------------------------
 
 def _newchannel(d, h, t):
@@ -176,9 +192,17 @@ def _newchannel(d, h, t):
 def _varset(d, h, t):
     name = d.get("Variable", "")
     bare = name.lstrip("_")
-    if bare not in _IVR_VARS:
-        return UnknownEvent(t, "VarSet", h)
+    if bare not in _IVR_VARS:  # pragma: no cover - filtered in Normaliser
+        return _unknown(t, "VarSet", h)
     return ChannelVariableSet(t, _snapshot(d, h), bare, d.get("Value", ""))
+
+
+def _varset_name(headers: tuple[tuple[str, str], ...]) -> str | None:
+    """The ``Variable`` of a VarSet; it is near the end, so scan backwards."""
+    for k, v in reversed(headers):
+        if k == "Variable":
+            return v
+    return None
 
 
 def _queue_join(d, h, t):
@@ -287,9 +311,11 @@ class Normaliser:
                 self.ignored += 1
                 return None
             builder = _BUILDERS.get(name)
-            if builder is None:
+            if builder is None or (
+                    builder is _varset
+                    and (_varset_name(headers) or "").lstrip("_") not in _IVR_VARS):
                 self.unknown += 1
-                return UnknownEvent(received_at, name, headers)
+                return _unknown(received_at, name, headers)
             event = builder(_header_dict(headers), headers, received_at)
         except Exception:  # noqa: BLE001 - the edge must never raise
             self.errors += 1

@@ -13,7 +13,8 @@ from tickets import repository as orders
 from tickets.model import DraftRequest, build_draft_fields
 
 from . import customer_repo
-from .events import AgentCalled, AgentCompleted, AgentConnected, CallerAbandoned, DomainEvent
+from .events import (AgentCalled, AgentCompleted, AgentConnected, AgentRingNoAnswer, CallerAbandoned,
+                     ChannelHungUp, DomainEvent)
 from .hub import Hub
 from .logs import get_logger
 from .phone import normalise_phone
@@ -86,6 +87,32 @@ class ScreenPopService:
     async def __call__(self, event: DomainEvent, call: Call | None) -> None:
         if isinstance(event, AgentCalled):
             await self.on_agent_called(event, call)
+        elif isinstance(event, AgentConnected):
+            await self.on_agent_connected(event)
+        elif isinstance(event, AgentRingNoAnswer):
+            await self._withdraw(event.linkedid, "no_answer", agent=event.agent)
+        elif call is not None and call.ended and isinstance(event, (ChannelHungUp, CallerAbandoned)):
+            await self.on_call_ended(call)
+
+    async def on_agent_connected(self, event: AgentConnected) -> None:
+        self.hub.publish(f"agent:{event.agent}", {"type": "call_state", "linkedid": event.linkedid,
+                                                   "state": "connected"})
+        await self._withdraw(event.linkedid, "answered_elsewhere", except_agent=event.agent)
+
+    async def on_call_ended(self, call: Call) -> None:
+        if call.agent:
+            self.hub.publish(f"agent:{call.agent}", {"type": "call_state", "linkedid": call.linkedid,
+                                                      "state": "ended", "outcome": call.outcome})
+        if call.outcome != "answered":
+            await self._withdraw(call.linkedid, "caller_hung_up")
+
+    async def _withdraw(self, linkedid: str, reason: str, *, agent: str | None = None,
+                        except_agent: str | None = None) -> None:
+        async with self.pool.acquire() as conn:
+            agents = await orders.cancel_drafts(conn, linkedid, agent=agent, except_agent=except_agent)
+        for a in agents:
+            self.hub.publish(f"agent:{a}", {"type": "screen_pop_withdrawn", "linkedid": linkedid,
+                                            "reason": reason})
 
     async def on_agent_called(self, event: AgentCalled, call: Call | None) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -24,7 +24,7 @@ recently ended ones.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from enum import Enum
 
 from .events import (
@@ -89,6 +89,20 @@ class Call:
     @property
     def ended(self) -> bool:
         return self.state is CallState.ENDED
+
+
+_CALL_FIELDS = tuple(f.name for f in fields(Call))
+_CALL_SLOTS = tuple((name, getattr(Call, name).__set__) for name in _CALL_FIELDS)
+_new = object.__new__
+
+
+def replace(call: Call, **changes) -> Call:
+    """``dataclasses.replace`` for :class:`Call`, without re-running the frozen
+    ``__init__`` field by field (there is no ``__post_init__``)."""
+    new = _new(Call)
+    for name, setter in _CALL_SLOTS:
+        setter(new, changes[name] if name in changes else getattr(call, name))
+    return new
 
 
 _IVR_FIELDS = {"IVR_CHOICE": "ivr_choice", "CUSTOMER_ID": "customer_id",

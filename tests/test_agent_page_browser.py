@@ -83,6 +83,7 @@ async def test_markup_in_caller_name_is_shown_as_text(db_url, browser):
         assert await page.evaluate("window.__xss === undefined")
         assert await page.locator("#pop img").count() == 0
         assert await page.is_visible("#customer-unknown")
+        assert not await page.is_visible("#customer")
 
 
 async def test_incomplete_order_shows_the_missing_fields(db_url, browser):

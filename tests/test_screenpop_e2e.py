@@ -140,3 +140,31 @@ async def test_screen_pop_survives_a_broken_database(db_url):
                 await conn.close()
     assert pop["caller_num"] == "13800138000"
     assert pop["order"] is None and "error" in pop
+
+
+async def test_ringall_loser_draft_is_withdrawn_and_winner_keeps_it(db_url):
+    """complaint is a ringall queue: both agents ring and get a draft; the one
+    who did not answer sees it withdrawn, nothing half-written remains."""
+    async with running_service(db_url) as svc, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{svc.base_url}/ws/agent/1002") as ws2, \
+                http.ws_connect(f"{svc.base_url}/ws/agent/1003") as ws3:
+            task = asyncio.create_task(svc.simulator.place_call(CallSpec(
+                caller_num="13800138000", caller_name="张三", ivr_choice="complaint", agent="1002",
+                ring_order=("1002", "1003"), outcome="answered", ring_s=1, talk_s=1)))
+            pop2, pop3 = await _next_pop(ws2), await _next_pop(ws3)
+            assert pop2["linkedid"] == pop3["linkedid"]
+            withdrawn = None
+            while withdrawn is None:
+                m = json.loads((await asyncio.wait_for(ws3.receive(), 10)).data)
+                if m["type"] == "screen_pop_withdrawn":
+                    withdrawn = m
+            assert withdrawn["reason"] == "answered_elsewhere"
+            await task
+        await svc.pipeline.drain()
+        conn = await asyncpg.connect(db_url)
+        try:
+            rows = {r["agent"]: r["status"] for r in await conn.fetch(
+                "SELECT agent, status FROM work_orders WHERE linkedid = $1", pop2["linkedid"])}
+        finally:
+            await conn.close()
+    assert rows == {"1002": "draft", "1003": "cancelled"}

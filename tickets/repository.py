@@ -127,3 +127,17 @@ async def list_orders(conn: asyncpg.Connection, *, agent: str | None = None, lim
     else:
         rows = await conn.fetch(f"SELECT {_COLUMNS} FROM work_orders ORDER BY id DESC LIMIT $1", limit)
     return [_row(r) for r in rows]
+
+
+async def cancel_drafts(conn: asyncpg.Connection, linkedid: str, *, agent: str | None = None,
+                        except_agent: str | None = None) -> list[str]:
+    """Withdraw screen-pop drafts never saved: the ring went unanswered, another
+    agent took the call, or the caller hung up.  Saved orders are never touched.
+    Returns the agents whose draft was withdrawn."""
+    rows = await conn.fetch(
+        """UPDATE work_orders SET status = 'cancelled', version = version + 1, updated_at = now()
+           WHERE linkedid = $1 AND status = 'draft'
+             AND ($2::text IS NULL OR agent = $2) AND ($3::text IS NULL OR agent <> $3)
+           RETURNING agent""",
+        linkedid, agent, except_agent)
+    return [r["agent"] for r in rows]

@@ -9,6 +9,18 @@
   const STATUS = { draft: "草稿 Draft", accepted: "已受理 Accepted", dispatched: "已派发 Dispatched",
     in_progress: "处理中 In progress", feedback: "已反馈 Feedback", callback: "回访 Callback", closed: "已归档 Closed" };
   let current = null;
+  let currentLinkedid = null;
+  const CALL_STATE = { ringing: "振铃中 Ringing", connected: "通话中 Connected", ended: "已挂机 Call ended" };
+  const WITHDRAWN = {
+    answered_elsewhere: "该来电已由其他坐席接听,本工单已撤销 / answered by another agent, draft withdrawn",
+    no_answer: "未接听,本工单已撤销 / not answered, draft withdrawn",
+    caller_hung_up: "客户已挂机(未接通),本工单已撤销 / caller hung up before answer, draft withdrawn",
+  };
+
+  function setCallState(state) {
+    const el = $("call-state");
+    el.dataset.state = state; el.textContent = CALL_STATE[state] || state;
+  }
 
   fetch("/api/order-types").then((r) => r.json()).then((types) => {
     const sel = $("f-type");
@@ -67,6 +79,9 @@
         ul.appendChild(li);
       }
     }
+    currentLinkedid = pop.linkedid;
+    setCallState("ringing");
+    $("pop-withdrawn").hidden = true;
     current = pop.order;
     fillForm(current);
     $("save-result").textContent = "";
@@ -122,6 +137,13 @@
     ws.onmessage = (m) => {
       let msg; try { msg = JSON.parse(m.data); } catch (e) { return; }
       if (msg.type === "screen_pop") show(msg);
+      else if (msg.type === "call_state" && msg.linkedid === currentLinkedid) setCallState(msg.state);
+      else if (msg.type === "screen_pop_withdrawn" && msg.linkedid === currentLinkedid) {
+        const w = $("pop-withdrawn");
+        w.hidden = false; w.textContent = WITHDRAWN[msg.reason] || msg.reason;
+        if (current && current.status === "draft") { current.status = "cancelled"; $("save").disabled = true;
+          $("order-status").textContent = "已撤销 Withdrawn"; }
+      }
     };
     ws.onclose = () => {
       setConn("closed", "连接断开,重连中… Reconnecting…");
