@@ -55,8 +55,11 @@ async def _import(cfg, path: str) -> int:
         result = await customer_repo.import_customers_file(pool, path)
         await pool.close()
         for line, msg in result.errors:
-            print(f"第{line}行 line {line}: {msg}", file=sys.stderr)
-        print(f"imported {len(result.customers)} customers, {len(result.errors)} bad rows")
+            print(f"错误 error 第{line}行 line {line}: {msg}", file=sys.stderr)
+        for line, msg in result.warnings:
+            print(f"提示 warning 第{line}行 line {line}: {msg}", file=sys.stderr)
+        print(f"导入 imported {len(result.customers)} customers, {len(result.errors)} bad rows "
+              f"(kept the good ones), {len(result.warnings)} warnings")
         return 0 if not result.errors else 1
     finally:
         if emb:

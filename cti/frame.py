@@ -10,6 +10,13 @@ messages.  Rules kept here (see ../shared/ami-traces/asterisk-22/README.md):
   every value is kept, in wire order;
 * a malformed line (no colon) or an oversized frame is counted and skipped,
   never raised.
+
+Speed (bench/ami_pipeline.py): the normal case -- whole CRLF frames, no
+command output -- is split into lines once per socket read and each line is
+looked up in a per-connection :class:`LineCache` (most header lines repeat
+verbatim within a session).  Anything unusual takes the line-by-line path;
+tests/test_normalise_traces.py checks that both give the same frames for any
+input and any read boundaries.
 """
 from __future__ import annotations
 
@@ -125,9 +132,16 @@ class LineCache(dict):
 
     def __missing__(self, raw_line: bytes) -> tuple[str, str] | None:
         try:
-            parsed = _parse_line(raw_line.decode("utf-8"))
+            line = raw_line.decode("utf-8")
         except UnicodeDecodeError:
             return None  # not UTF-8: the whole frame takes the slow path
+        # _parse_line, inlined: this runs for every line not seen before
+        key, sep, value = line.partition(":")
+        parsed = None
+        if sep:
+            key = key.strip()
+            if key and (" " not in key or key.startswith("ChanVariable(")):
+                parsed = (key, value[1:] if value[:1] == " " else value)
         if len(self) >= self.limit:
             self.clear()
         self[raw_line] = parsed
@@ -251,6 +265,18 @@ class FrameReader:
                 buf = buf[nl + 1:]
             else:
                 self.banner = ""
+        if not self._discarding:
+            # Fast path: whole CRLF frames up to the last blank line.
+            end = buf.rfind(b"\r\n\r\n")
+            if 0 < end <= self.max_frame_bytes:
+                region = buf[:end]
+                rest = buf[end + 4:]
+                if (region.count(b"\n") == region.count(b"\r\n")
+                        and b"Follows" not in region
+                        and b"\n\n" not in rest and b"\n\r\n" not in rest):
+                    self._keep(rest)
+                    self._feed_lines(region, out)
+                    return out
         # A frame ends at "\n\r\n" or "\n\n"; split in C, keep the tail.
         if b"\n\n" in buf:
             parts = _FRAME_END.split(buf)
@@ -283,6 +309,39 @@ class FrameReader:
                 stats.non_utf8 += 1
         stats.frames += len(out)
         return out
+
+    def _feed_lines(self, region: bytes, out: list[Frame]) -> None:
+        """Fast path for a run of whole CRLF frames (the normal Asterisk case,
+        no bare LF, no command output): split the run into lines once, look
+        every line up in the line cache in one C-level ``map``, then cut the
+        result at the blank lines.  Same frames as :func:`parse_frame`."""
+        lines = region.split(b"\r\n")
+        parsed = tuple(map(self._lines.__getitem__, lines))
+        index = lines.index
+        append = out.append
+        stats = self.stats
+        n = len(lines)
+        i = 0
+        while i < n:
+            try:
+                j = index(b"", i)
+            except ValueError:
+                j = n
+            if j > i:
+                headers = parsed[i:j]
+                if None not in headers:
+                    append(_utf8_frame(headers))
+                else:  # a malformed or non-UTF-8 line: the careful path
+                    frame = parse_frame(b"\r\n".join(lines[i:j]) + b"\r\n", self._lines)
+                    if frame is None:
+                        stats.skipped_empty += 1
+                    else:
+                        append(frame)
+                        stats.bad_lines += frame.bad_lines
+                        if frame.encoding != "utf-8":
+                            stats.non_utf8 += 1
+            i = j + 1
+        stats.frames += len(out)
 
     def _keep(self, tail: bytes) -> None:
         if len(tail) > self.max_frame_bytes:

@@ -66,11 +66,6 @@ def _cid(value: str | None) -> str:
     return value
 
 
-def _header_dict(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    """First value of each header name (``dict(headers)`` would keep the last)."""
-    return dict(reversed(headers))
-
-
 def _lookup(d: dict[str, str], key: str) -> str | None:
     """Case-insensitive fallback for the rare AMI 1 spellings."""
     lk = key.lower()
@@ -306,24 +301,31 @@ class Normaliser:
     def __call__(self, frame: Frame, received_at: float) -> DomainEvent | None:
         try:
             headers = frame.headers
-            name = _event_name(headers)
-            if name is None:
-                self.ignored += 1
-                return None
+            if headers and headers[0][0] == "Event":  # Asterisk sends it first
+                name = headers[0][1]
+            else:
+                name = _event_name(headers)
+                if name is None:
+                    self.ignored += 1
+                    return None
             builder = _BUILDERS.get(name)
             if builder is None or (
                     builder is _varset
                     and (_varset_name(headers) or "").lstrip("_") not in _IVR_VARS):
+                # most AMI traffic (Newexten, VarSet, DeviceStateChange...):
+                # UnknownEvent(received_at, name, headers) without __init__
                 self.unknown += 1
-                return _unknown(received_at, name, headers)
-            event = builder(_header_dict(headers), headers, received_at)
+                ev = _new(UnknownEvent)
+                _set_received_at(ev, received_at)
+                _set_name(ev, name)
+                _set_fields(ev, headers)
+                return ev
+            # first value of each header name (Frame.get semantics)
+            event = builder(dict(reversed(headers)), headers, received_at)
         except Exception:  # noqa: BLE001 - the edge must never raise
             self.errors += 1
             return None
-        if event.__class__ is UnknownEvent:
-            self.unknown += 1
-        else:
-            self.events += 1
+        self.events += 1
         return event
 
     normalise = __call__

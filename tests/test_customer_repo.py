@@ -172,3 +172,17 @@ async def test_concurrent_imports_of_the_same_file_do_not_duplicate(pool):
         assert await conn.fetchval(
             "SELECT count(*) FROM customer_phones WHERE phone = '13800138000'") == 1
     assert sum(r.inserted for r in results) == len(results[0].customers)
+
+
+def test_import_command_reports_bad_rows_by_line_and_keeps_good_ones(db_url, capsys, monkeypatch):
+    from pathlib import Path
+
+    from cti.__main__ import main
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    bad = Path(__file__).parent / "fixtures" / "customers_with_bad_rows.csv"
+    assert main(["import-customers", str(bad)]) == 1
+    out = capsys.readouterr()
+    assert "imported 3 customers" in out.out
+    for line in (3, 5, 6):
+        assert f"line {line}:" in out.err
