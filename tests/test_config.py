@@ -68,3 +68,10 @@ def test_serve_with_unreachable_database_gives_one_clear_line(capsys, monkeypatc
     assert main(["serve"]) == 2
     err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
     assert len(err) == 1 and "database unreachable" in err[0] and "pw" not in err[0]
+
+
+def test_example_config_file_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parent.parent / "hotline.example.toml", env={})
+    assert cfg.ami_username == "hotline-cti" and cfg.ami_secret == ""
