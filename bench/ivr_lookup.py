@@ -195,16 +195,6 @@ async def run(args) -> float:
                 else:
                     calls.append(("withheld", rng.choice(["", "anonymous", "Restricted", None]), None))
 
-            inside_phone = phone_of[ins[0] - 1]
-            plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + outage_repo._IVR_SQL,
-                                    [inside_phone], None, 5, NOW, timedelta(hours=24), timedelta(hours=6),
-                                    NOW + timedelta(hours=12))
-            if args.plan:
-                print("\n".join(r[0] for r in plan))
-            print("plan uses outage_areas_live_idx:", any("outage_areas_live_idx" in r[0] for r in plan))
-
-            if os.environ.get("BENCH_GENERIC"):
-                await conn.execute("SET plan_cache_mode = force_generic_plan")
             for kind, num, _ in calls[:300]:  # warm-up (prepared statement, caches)
                 await outage_repo.outage_for_caller(conn, caller_num=num, at=NOW)
             times = {"inside": [], "outside": [], "unknown": [], "withheld": []}
@@ -249,7 +239,6 @@ def main() -> None:
     ap.add_argument("--outages", type=int, default=1_000)
     ap.add_argument("--calls", type=int, default=5_000)
     ap.add_argument("--seed", type=int, default=966022)
-    ap.add_argument("--plan", action="store_true", help="print EXPLAIN ANALYZE of one lookup")
     args = ap.parse_args()
     p99 = asyncio.run(run(args))
     print(f"ivr_decision_p99_ms={p99:.3f}")

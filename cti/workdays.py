@@ -15,8 +15,9 @@ Conventions
   is not counted, whether or not it is a working day); negative ``n`` counts
   backwards; ``n == 0`` returns ``d``.
 * ``workdays_between(a, b)`` counts the working days in the half-open range
-  ``(a, b]`` -- after ``a``, up to and including ``b``; negative when
-  ``b < a``.  So ``workdays_between(d, add_workdays(d, n)) == n``.
+  ``(a, b]`` -- after ``a``, up to and including ``b``.  When ``b < a`` it is
+  minus the working days in ``[b, a)``: the count of working-day steps
+  backwards.  Either way ``workdays_between(d, add_workdays(d, n)) == n``.
 
 Years the library does not know
 -------------------------------
@@ -122,17 +123,11 @@ def add_workdays(d: date, n: int, *, strict: bool = True) -> date:
 
 
 def workdays_between(a: date, b: date, *, strict: bool = True) -> int:
-    """Working days in ``(a, b]``; ``-workdays_between(b, a)`` when ``b < a``."""
+    """Working days in ``(a, b]``; minus those in ``[b, a)`` when ``b < a``."""
     a, b = _as_date(a), _as_date(b)
     if b < a:
-        return -workdays_between(b, a, strict=strict)
-    count = 0
-    d = a
-    while d < b:
-        d += timedelta(days=1)
-        if is_workday(d, strict=strict):
-            count += 1
-    return count
+        return -sum(1 for i in range((a - b).days) if is_workday(b + timedelta(days=i), strict=strict))
+    return sum(1 for i in range(1, (b - a).days + 1) if is_workday(a + timedelta(days=i), strict=strict))
 
 
 def _as_date(d: date) -> date:

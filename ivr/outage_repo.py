@@ -286,48 +286,9 @@ async def outage_events(conn: asyncpg.Connection, outage_id: int) -> list[dict[s
 
 # -- the IVR decision --------------------------------------------------------
 
-# $1 phone keys, $2 account number, $3 max candidates, $4 at, $5 imminent window,
-# $6 overdue grace, $7 end of the caller's day (China time).
-# Relevance and its order are those of ivr.outages.relevance / relevance_sort_key.
-_IVR_SQL = f"""
-WITH cand AS (
-    SELECT c.id, c.account_no, c.transformer_area, c.feeder, c.village, m.rank, c.updated_at
-    FROM (SELECT customer_id, min(array_position($1::text[], phone)) AS rank
-          FROM customer_phones WHERE phone = ANY($1::text[]) GROUP BY customer_id) m
-    JOIN customers c ON c.id = m.customer_id
-    UNION ALL
-    SELECT c.id, c.account_no, c.transformer_area, c.feeder, c.village, 0, c.updated_at
-    FROM customers c WHERE c.account_no = $2::text
-    ORDER BY 6, 7 DESC, 1 DESC
-    LIMIT $3
-), hit AS (
-    SELECT cand.*, x.*
-    FROM cand LEFT JOIN LATERAL (
-        SELECT o.id AS o_id, a.area_type AS m_type, a.name AS m_name,
-               o.start_at <= $4 AS o_active, o.expected_restore_at AS o_restore, o.start_at AS o_start
-        FROM outage_areas a JOIN outages o ON o.id = a.outage_id
-        WHERE a.live
-          AND (   (a.area_type = 'transformer_area' AND a.name_key = outage_area_key(cand.transformer_area))
-               OR (a.area_type = 'village' AND a.name_key = outage_area_key(cand.village))
-               OR (a.area_type = 'feeder' AND a.name_key = outage_area_key(cand.feeder)))
-          AND o.status = 'published'
-          AND o.expected_restore_at > $4 - $6::interval
-          AND (o.start_at <= $4 + $5::interval OR (o.kind = 'planned' AND o.start_at < $7))
-        ORDER BY (o.start_at <= $4) DESC,
-                 CASE WHEN o.start_at <= $4 THEN o.expected_restore_at END DESC NULLS LAST,
-                 o.start_at, o.id DESC,
-                 CASE a.area_type WHEN 'transformer_area' THEN 0 WHEN 'village' THEN 1 ELSE 2 END
-        LIMIT 1
-    ) x ON true
-)
-SELECT h.id AS c_id, h.account_no, h.transformer_area, h.feeder, h.village, h.m_type, h.m_name,
-       h.o_active, (SELECT count(*) FROM cand) AS n_cand,
-       {_COLS.replace("o.id,", "o.id AS id,", 1)}
-FROM hit h LEFT JOIN outages o ON o.id = h.o_id
-ORDER BY (h.o_id IS NULL), h.o_active DESC, CASE WHEN h.o_active THEN h.o_restore END DESC NULLS LAST,
-         h.o_start, h.o_id DESC, h.rank, h.updated_at DESC, h.id DESC
-LIMIT 1
-"""
+# one round trip: the statement lives in migrations/002_outages.sql (plpgsql
+# keeps its plan per session; see the comment there)
+_IVR_SQL = "SELECT * FROM ivr_outage_for_caller($1::text[], $2::text, $3, $4, $5, $6, $7)"
 
 
 def clean_account_no(raw: str | None) -> str | None:
@@ -364,11 +325,10 @@ async def outage_for_caller(conn: asyncpg.Connection, *, caller_num: str | None 
                             m.end_of_local_day(at))
     if r is None:
         return IvrDecision()
-    area = CustomerArea(transformer_area=r["transformer_area"], feeder=r["feeder"], village=r["village"])
-    base = dict(customer_id=r["c_id"], account_no=r["account_no"], customer_area=area, candidates=r["n_cand"])
-    if r["id"] is None:
+    area = CustomerArea(transformer_area=r["c_transformer_area"], feeder=r["c_feeder"], village=r["c_village"])
+    base = dict(customer_id=r["c_id"], account_no=r["c_account_no"], customer_area=area, candidates=r["n_cand"])
+    if r["o_id"] is None:
         return IvrDecision(**base)
-    outage = _outage(r)
-    return IvrDecision(**base, outage=outage, relevance="active" if r["o_active"] else "imminent",
+    return IvrDecision(**base, outage=_outage(r, "o_"), relevance="active" if r["o_active"] else "imminent",
                        matched_area=OutageArea(AreaType(r["m_type"]), r["m_name"]))
 

@@ -589,6 +589,12 @@ class IvrDecision:
         return self.outage.outage_no if self.outage else ""
 
     @property
+    def outage_id(self) -> str:
+        """What goes into the ``OUTAGE_ID`` channel variable: the outage
+        number (``/api/outages/{ref}`` accepts it), '' when none."""
+        return self.outage_no
+
+    @property
     def announcement(self) -> str:
         """The TTS text to play before the menu ('' = nothing)."""
         if self.outage is None:

@@ -4,7 +4,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-PURE = ["cti.frame", "cti.events", "cti.normalise", "cti.tracker", "cti.phone", "cti.customers", "tickets.model"]
+PURE = ["cti.frame", "cti.events", "cti.normalise", "cti.tracker", "cti.phone", "cti.customers", "cti.workdays",
+        "tickets.model", "ivr.outages"]
 BLOCKED = ["asyncpg", "aiohttp", "panoramisk", "pyttsx3", "pydub", "structlog"]
 
 

@@ -156,6 +156,9 @@ async def test_caller_inside_an_outage_area_gets_it(conn):
     assert d.matched_area == OutageArea(AreaType.TRANSFORMER_AREA, "才湾2号台区")
     assert d.announcement.startswith("您好,您所在的才湾2号台区")
     assert d.channel_vars() == {"CUSTOMER_ID": "3100012345", "OUTAGE_ID": o.outage_no}
+    from ivr.menu import as_decision  # the FastAGI side reads it duck-typed
+    ivr = as_decision(d)
+    assert (ivr.customer_id, ivr.outage_id, ivr.announcement) == ("3100012345", o.outage_no, d.announcement)
     assert d.prompt_path is None  # not generated yet: the IVR plays its generic announcement
 
 
