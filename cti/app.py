@@ -46,6 +46,9 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
     app[hub_key] = Hub()
     app[services_key] = {}
     add_routes(app)
+    from ivr.outage_web import add_outage_routes
+
+    add_outage_routes(app, hook_timeout=10.0)
 
     async def database_ctx(app: web.Application):
         embedded: EmbeddedPostgres | None = None
@@ -116,6 +119,9 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         from dataclasses import replace
         manager = make_manager(replace(cfg, ami_port=port), pipeline.feed, on_state)
         app[manager_key] = manager
+        from .resync import install_resync
+
+        app[services_key]["resync"] = install_resync(manager, pipeline)
         manager.connect()
         yield
         manager.close()
