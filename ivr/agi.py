@@ -222,11 +222,13 @@ class AgiChannel(fast_agi.Request):
         return r.data if r.result == "1" else None
 
     async def stream_file(self, path: str, escape_digits: str = "") -> AgiReply:
-        return await self.send_command(f'STREAM FILE {path} "{escape_digits}"', timeout=self.play_timeout)
+        return await self.send_command(f'STREAM FILE {agi_quote(path)} "{escape_digits}"',
+                                       timeout=self.play_timeout)
 
     async def get_data(self, path: str, timeout_ms: int, max_digits: int) -> tuple[str | None, AgiReply]:
         """Digits typed; ``None`` for nothing at all (timeout), ``""`` for ``#`` alone."""
-        r = await self.send_command(f"GET DATA {path} {timeout_ms} {max_digits}", timeout=self.play_timeout)
+        r = await self.send_command(f"GET DATA {agi_quote(path)} {int(timeout_ms)} {int(max_digits)}",
+                                    timeout=self.play_timeout)
         if r.code != 200:
             raise AgiProtocolError(f"GET DATA: {r.line}")
         if r.result == "-1":
@@ -350,7 +352,7 @@ class HotlineAgiApplication(fast_agi.Application):
                                      play_timeout=self.play_timeout)
                 try:
                     await route(channel)
-                    self.stats["completed"] += 1
+                    self.stats["hung_up" if channel.hung_up or channel.closed else "completed"] += 1
                 except AgiHangup as e:
                     self.stats["hung_up"] += 1
                     log.info("agi_caller_hung_up", script=script, reason=str(e))
@@ -427,10 +429,12 @@ class IvrHandler:
         if caller_num is None:
             log.info("ivr_caller_id_unusable", raw_callerid=raw_num[:40], caller_name=caller_name)
         state: IvrState | None = None
+        # the lookup runs while Asterisk answers (ANSWER alone took 0.5 s in the trace)
+        lookup = asyncio.ensure_future(self._lookup(caller_num, None)) if caller_num else None
         try:
             await ch.answer()
             asterisk_name = _clean(await ch.get_variable("CALLERID(name)"))
-            decision = await self._lookup(caller_num, None) if caller_num else Decision()
+            decision = await lookup if lookup is not None else Decision()
             log.info("ivr_call_started", caller_num=caller_num, caller_name=asterisk_name or caller_name,
                      customer_id=decision.customer_id if decision else None,
                      outage_id=decision.outage_id if decision else None)
@@ -439,14 +443,15 @@ class IvrHandler:
                 log.info("ivr_outage_announced", outage_id=state.decision.outage_id)
             while not isinstance(action, Route):
                 if isinstance(action, LookupAccount):
-                    found = await self._lookup(None, action.account_no)
+                    account_no = action.account_no
+                    found = await self._lookup(None, account_no)
                     state, action = account_resolved(state, found or Decision())
                     if found is not None and found.identified:
                         log.info("ivr_account_identified", customer_id=found.customer_id)
                         if state.phase == "outage":
                             log.info("ivr_outage_announced", outage_id=state.decision.outage_id)
                     else:
-                        log.info("ivr_account_not_found", account_no=action.account_no)
+                        log.info("ivr_account_not_found", account_no=account_no, tries=state.tries)
                     continue
                 phase = state.phase
                 digits = await self._ask(ch, action)
@@ -465,6 +470,22 @@ class IvrHandler:
             if not ch.closed:
                 with contextlib.suppress(AgiError):
                     await ch.verbose("caller hung up during prompt")
+        except (AgiProtocolError, asyncio.CancelledError):
+            raise
+        except Exception:
+            # a bug of ours must not leave the caller without a queue: the
+            # dialplan's default (agi_arg_1, as in the trace) or the menu's
+            queue = env.get("agi_arg_1", "").strip()
+            queue = queue if queue in self.menu.queues else self.menu.default_queue
+            log.exception("ivr_failed_routed_to_default", queue=queue,
+                          phase=state.phase if state else "answer")
+            if not (ch.closed or ch.hung_up):
+                with contextlib.suppress(AgiError):
+                    await ch.set_variable("IVR_CHOICE", queue)
+                    await ch.set_variable("__IVR_NOTE", "语音导航异常，默认转人工 / IVR error, routed by default")
+        finally:
+            if lookup is not None and not lookup.done():
+                lookup.cancel()
 
     async def _route(self, ch: AgiChannel, route: Route, state: IvrState) -> None:
         await ch.set_variable("IVR_CHOICE", route.queue)
@@ -522,29 +543,32 @@ class AgiServer:
 
 
 async def start_agi_server(host: str, port: int, decide: Decide, prompts: Prompts, menu: Menu, *,
-                           route: str = "ivr", decide_timeout: float = 2.0, prompt_wait: float = 3.0,
+                           routes: tuple[str, ...] = ("ivr",), decide_timeout: float = 2.0, prompt_wait: float = 3.0,
                            env_timeout: float = 5.0, reply_timeout: float = 30.0,
                            play_timeout: float = 300.0) -> AgiServer:
     """Listen for FastAGI on ``host:port`` (``port=0``: any free port, see ``.port``).
 
     ``decide(caller_num, account_no)`` -> awaitable decision (an
     :class:`ivr.menu.Decision` or anything :func:`ivr.menu.as_decision`
-    understands); ``prompts``: an :class:`ivr.tts.PromptStore`.
+    understands); ``prompts``: an :class:`ivr.tts.PromptStore`.  ``routes``:
+    the FastAGI script names served (``agi://host:port/<route>``).
     """
     app = HotlineAgiApplication(env_timeout=env_timeout, reply_timeout=reply_timeout,
                                 play_timeout=play_timeout)
     ivr = IvrHandler(decide, prompts, menu, decide_timeout=decide_timeout, prompt_wait=prompt_wait)
-    app.add_route(route, ivr.__call__)
+    for route in routes:
+        app.add_route(route, ivr.__call__)
     server = await asyncio.start_server(app.handler, host, port)
     actual = server.sockets[0].getsockname()[1]
-    log.info("agi_server_started", host=host, port=actual, route=route)
+    log.info("agi_server_started", host=host, port=actual, routes=list(routes))
     return AgiServer(app=app, server=server, host=host, port=actual, handler=ivr)
 
 
-def db_decide(pool: Any) -> Decide:
+def db_decide(pool: Any, *, area_code: str | None = None) -> Decide:
     """``decide`` backed by PostgreSQL: ``ivr.outage_repo.outage_for_caller``."""
     async def decide(caller_num: str | None, account_no: str | None) -> Decision:
-        from ivr.outage_repo import outage_for_caller   # built beside this module
+        from ivr.outage_repo import outage_for_caller
         async with pool.acquire() as conn:
-            return as_decision(await outage_for_caller(conn, caller_num=caller_num, account_no=account_no))
+            return as_decision(await outage_for_caller(conn, caller_num=caller_num, account_no=account_no,
+                                                       area_code=area_code))
     return decide

@@ -249,21 +249,25 @@ class Decision:
 
 def as_decision(obj: Any) -> Decision:
     """Accept a :class:`Decision`, ``None``, or a duck-typed decision such as
-    ``ivr.outage_repo.IvrDecision`` (attributes ``account_no``/``customer``/
-    ``customer_id``, ``outage_id``/``outage``, ``announcement``/``announcement_text``)."""
+    ``ivr.outages.IvrDecision`` (``account_no`` -- the 户号, not the database
+    id --, ``outage_no`` / ``outage.outage_no``, ``announcement``), or one with
+    ``customer.account_no``, ``outage_id``, ``announcement_text``."""
     if obj is None:
         return Decision()
     if isinstance(obj, Decision):
         return obj
     customer = getattr(obj, "customer", None)
-    account = (getattr(obj, "account_no", None)
-               or (getattr(customer, "account_no", None) if customer is not None else None)
-               or getattr(obj, "customer_id", None))
+    if hasattr(obj, "account_no"):             # ivr.outage_repo.IvrDecision: "" = unknown
+        account = obj.account_no
+    elif customer is not None:
+        account = getattr(customer, "account_no", None)
+    else:
+        account = getattr(obj, "customer_id", None)
     outage = getattr(obj, "outage", None)
-    outage_id = getattr(obj, "outage_id", None)
-    if outage_id is None and outage is not None:
-        outage_id = (getattr(outage, "outage_id", None) or getattr(outage, "code", None)
-                     or getattr(outage, "id", None))
+    outage_id = getattr(obj, "outage_id", None) or getattr(obj, "outage_no", None)
+    if not outage_id and outage is not None:
+        outage_id = (getattr(outage, "outage_no", None) or getattr(outage, "outage_id", None)
+                     or getattr(outage, "code", None) or getattr(outage, "id", None))
     text = getattr(obj, "announcement", None)
     if text is None:
         text = getattr(obj, "announcement_text", None)
@@ -423,11 +427,18 @@ def _greet(state: IvrState, prompts: tuple[Say, ...]) -> tuple[IvrState, tuple[S
     return replace(state, greeted=True), (Say(state.menu.prompt("greeting"), "greeting"),) + prompts
 
 
+_PRESS_1 = re.compile(r"请按\s*(1|一)")
+
+
 def _outage(state: IvrState, reason: str) -> tuple[IvrState, Action]:
     m = state.menu
-    assert state.decision.announcement
-    prompts = (Say(state.decision.announcement, "announcement", "announcement"),
-               Say(m.prompt("outage_other"), "outage_other"))
+    text = state.decision.announcement
+    assert text
+    prompts: tuple[Say, ...] = (Say(text, "announcement", "announcement"),)
+    # ivr.outages.announcement_text already ends with "如您反映的是其他问题,请按1。":
+    # do not say it twice
+    if not _PRESS_1.search(text):
+        prompts += (Say(m.prompt("outage_other"), "outage_other"),)
     state, prompts = _greet(replace(state, phase="outage", tries=0), prompts)
     return state, Ask(prompts, max_digits=1, timeout_ms=m.timeout_ms, phase="outage", reason=reason)
 

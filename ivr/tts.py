@@ -55,14 +55,14 @@ import sys
 import time
 import uuid
 import wave
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 __all__ = [
     "FORMAT", "TtsError", "PromptFile", "TtsFailure", "TtsStatus", "PromptStore",
-    "DEFAULT_VOICE", "check_wav", "prompt_key", "speakable", "synthesize_pyttsx3", "synthesize_espeak_cli",
+    "DEFAULT_VOICE", "outage_prompt_hook", "store_for_menu", "check_wav", "prompt_key", "speakable", "synthesize_pyttsx3", "synthesize_espeak_cli",
 ]
 
 FORMAT = "wav-8000-mono-s16/speakable-1"   # part of the cache key: change it, regenerate all
@@ -87,6 +87,7 @@ class PromptFile:
     duration: float       # seconds
     cached: bool = False  # already on disk, not generated now
     fallback: bool = False
+    error: str = ""       # why the fallback is played
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +359,7 @@ class PromptStore:
             raise
         except Exception as e:  # noqa: BLE001
             error = str(e) or type(e).__name__
-        fb = await self._fallback(kind)
+        fb = replace(await self._fallback(kind), error=error[:500])
         failure = TtsFailure(at=datetime.now(timezone.utc).isoformat(timespec="seconds"), kind=kind,
                              text=(text or "")[:80], error=error[:500], fallback=fb.playback)
         self.status.failures.append(failure)
@@ -414,6 +415,24 @@ class PromptStore:
                     progress(name, None, str(e))
         self.tone()
         return out
+
+
+def outage_prompt_hook(store: PromptStore, pool: Any) -> Callable[[Any], Awaitable[None]]:
+    """The hook to run when an outage is published or its restoration time
+    changes (``app[ivr.outage_web.outage_hooks_key].append(...)``): generate the
+    announcement now, and record on the outage whether it is ready or failed
+    (``prompt_status``, shown to supervisors)."""
+    async def make_prompt(outage: Any) -> None:
+        from ivr.outage_repo import set_prompt_state
+        from ivr.outages import announcement_text
+
+        text = getattr(outage, "announcement", "") or announcement_text(outage)
+        pf = await store.prepare_announcement(text)
+        async with pool.acquire() as conn:
+            await set_prompt_state(conn, outage.id, announcement=text,
+                                   status="failed" if pf.fallback else "ready",
+                                   path=None if pf.fallback else pf.playback, error=pf.error)
+    return make_prompt
 
 
 def store_for_menu(menu: Any, sounds_dir: str | Path, **kw: Any) -> PromptStore:
