@@ -32,6 +32,11 @@ class Config:
     # FastAGI (issue #4 uses it)
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
+    # IVR prompts: where Asterisk reads sounds ("" → <state_dir>/sounds)
+    sounds_dir: str = ""
+    tts_voice: str = "cmn-latn-pinyin"
+    # the utility's own telephone area code, for 7–8 digit local numbers (e.g. "0773")
+    area_code: str = ""
     # database
     database_url: str = ""  # empty → embedded PostgreSQL under state_dir
     db_pool_min: int = 1
@@ -126,6 +131,8 @@ def _validate(cfg: Config) -> None:
         bad("sim_speed", "must be > 0")
     if not 0 <= cfg.sim_abandon_ratio <= 1:
         bad("sim_abandon_ratio", "must be between 0 and 1")
+    if cfg.area_code and not (cfg.area_code.isdigit() and cfg.area_code.startswith("0") and 3 <= len(cfg.area_code) <= 4):
+        bad("area_code", "a Chinese area code such as 0773")
     if cfg.recent_orders_limit < 0:
         bad("recent_orders_limit", "must be >= 0")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from dataclasses import replace
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from cti.config import load_config
 
 @contextlib.asynccontextmanager
 async def running_service(db_url: str, **overrides):
+    overrides.setdefault("state_dir", tempfile.mkdtemp(prefix="hotline-svc-"))
     cfg = demo_config(load_config(env={}, http_port=0, sim_speed=20.0, **overrides))
     app = build_app(cfg, demo=DemoOptions(traffic=False), dsn=db_url)
     runner = web.AppRunner(app, access_log=None)
