@@ -10,7 +10,8 @@ Workload: every recorded Asterisk 22 AMI session in
 (b) this project: ``FrameReader.feed`` over the raw bytes in the recorded
     socket-read boundaries (``.ami.chunks``), ``Normaliser`` on every frame,
     ``CallTracker.apply`` on every event -- framing, decoding, parsing,
-    normalising and call tracking.
+    normalising and call tracking (``CallTracker`` and ``CallFlow``, as the
+    pipeline runs both).
 
 Several rounds; each round times both sides over the whole corpus ``--repeat``
 times; figures are the median per round.  The last line is
@@ -29,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cti.callflow import CallFlow  # noqa: E402
 from cti.frame import FrameReader  # noqa: E402
 from cti.normalise import Normaliser  # noqa: E402
 from cti.tracker import CallTracker  # noqa: E402
@@ -67,12 +69,15 @@ def run_project(sessions: list[list[bytes]]) -> int:
         normalise = Normaliser()
         tracker = CallTracker()
         apply = tracker.apply
+        flow = CallFlow().feed
         feed = reader.feed
         t = 0.0
         for chunk in chunks:
             for frame in feed(chunk):
                 n += 1
-                apply(normalise(frame, t))
+                ev = normalise(frame, t)
+                apply(ev)
+                flow(ev)
     return n
 
 

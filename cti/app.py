@@ -82,12 +82,20 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         app[status_key]["simulator_port"] = port
         app[services_key]["simulator"] = sim
         app[services_key]["ami_port"] = port
+        callers = [(c.phones[0] if c.phones else "", c.name, c.account_no) for c in result.customers]
+        callers += [("13912345678", "", ""), ("+8613511112222", "<b>王五</b>", ""), ("", "", "")]
+        app[services_key]["demo_callers"] = callers
+        yield
+        await sim.stop()
+
+    async def traffic_ctx(app: web.Application):
+        """Demo traffic starts last, once the AMI link and the IVR are up."""
         traffic = None
-        if demo.traffic:
-            callers = [(c.phones[0] if c.phones else "", c.name, c.account_no) for c in result.customers]
-            callers += [("13912345678", "", ""), ("+8613511112222", "<b>王五</b>", ""), ("", "", "")]
+        if demo is not None and demo.traffic:
+            sim = app[services_key]["simulator"]
             traffic = asyncio.create_task(sim.run_traffic(
-                cfg.sim_calls_per_min, abandon_ratio=cfg.sim_abandon_ratio, callers=callers))
+                cfg.sim_calls_per_min, abandon_ratio=cfg.sim_abandon_ratio,
+                callers=app[services_key]["demo_callers"]))
         yield
         if traffic is not None:
             traffic.cancel()
@@ -95,7 +103,26 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
                 await traffic
             except (asyncio.CancelledError, Exception):
                 pass
-        await sim.stop()
+
+    async def ivr_ctx(app: web.Application):
+        """FastAGI IVR server and the prompt store (outage announcements are
+        generated when an outage is published or changed)."""
+        from ivr.agi import db_decide, start_agi_server
+        from ivr.menu import load_menu
+        from ivr.outage_web import outage_hooks_key
+        from ivr.tts import outage_prompt_hook, store_for_menu
+
+        menu = load_menu()
+        sounds = Path(cfg.sounds_dir)
+        store = store_for_menu(menu, sounds, voice=cfg.tts_voice)
+        app[services_key]["prompts"] = store
+        app[outage_hooks_key].append(outage_prompt_hook(store, app[pool_key]))
+        server = await start_agi_server(cfg.agi_host, cfg.agi_port, db_decide(app[pool_key],
+                                        area_code=cfg.area_code or None), store, menu)
+        app[services_key]["agi"] = server
+        app[status_key]["agi_port"] = server.port
+        yield
+        await server.stop()
 
     async def pipeline_ctx(app: web.Application):
         pool = app[pool_key]
@@ -126,7 +153,16 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         yield
         manager.close()
 
-    app.cleanup_ctx.extend([database_ctx, demo_ctx, pipeline_ctx, ami_ctx])
+    app.cleanup_ctx.extend([database_ctx, ivr_ctx, demo_ctx, pipeline_ctx, ami_ctx, traffic_ctx])
+
+    async def prompt_status(request: web.Request) -> web.Response:
+        store = request.app[services_key].get("prompts")
+        if store is None:
+            return web.json_response({"error": "not_ready", "message": "语音提示未就绪 / prompts not ready"},
+                                     status=503)
+        return web.json_response(store.status.to_dict())
+
+    app.router.add_get("/api/ivr/prompts", prompt_status)
 
     async def close_hub(app: web.Application) -> None:
         await app[hub_key].close()
@@ -157,7 +193,8 @@ def demo_config(cfg: Config) -> Config:
     one-off secret; nothing real is contacted."""
     from dataclasses import replace
 
-    return replace(cfg, ami_host="127.0.0.1", ami_port=0, ami_username="demo",
+    return replace(cfg, ami_host="127.0.0.1", ami_port=0, agi_host="127.0.0.1", agi_port=0, ami_username="demo",
+                   sounds_dir=str(Path(cfg.state_dir) / "sounds"),
                    ami_secret=cfg.ami_secret or secrets.token_hex(8))
 
 

@@ -32,8 +32,8 @@ class Config:
     # FastAGI (issue #4 uses it)
     agi_host: str = "127.0.0.1"
     agi_port: int = 4573
-    # IVR prompts: where Asterisk reads sounds ("" → <state_dir>/sounds)
-    sounds_dir: str = ""
+    # IVR prompts: written where Asterisk reads sounds (demo: <state_dir>/sounds)
+    sounds_dir: str = "/var/lib/asterisk/sounds/hotline"
     tts_voice: str = "cmn-latn-pinyin"
     # the utility's own telephone area code, for 7–8 digit local numbers (e.g. "0773")
     area_code: str = ""

@@ -144,10 +144,12 @@ class AgentRingNoAnswer(AgentEvent):
 
 @dataclass(frozen=True, slots=True)
 class ChannelEnteredBridge(ChannelEvent):
-    """BridgeEnter."""
+    """BridgeEnter; ``swap_uniqueid`` is the channel this one replaces (Local
+    channel optimisation, transfers)."""
 
     bridge_id: str = ""
     bridge_channels: int = 0
+    swap_uniqueid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,167 @@ class ChannelHungUp(ChannelEvent):
 
     cause: int = 0
     cause_txt: str = ""
+
+
+# --- call shapes (callflow.py): dials, bridges, transfers, pickups ------------
+
+@dataclass(frozen=True, slots=True)
+class ChannelStateChanged(ChannelEvent):
+    """Newstate (``chan.state``: 4 ring, 5 ringing, 6 up)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallerIdChanged(ChannelEvent):
+    """NewCallerid."""
+
+
+@dataclass(frozen=True, slots=True)
+class DialStarted(ChannelEvent):
+    """DialBegin (AMI 2) / Dial SubEvent Begin (AMI 1).  ``chan`` is the
+    dialling channel -- empty (``chan.uniqueid == ""``) for an AMI Originate
+    dial, which carries only the ``Dest*`` side."""
+
+    dest: ChannelSnapshot | None = None
+    dial_string: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DialEnded(ChannelEvent):
+    """DialEnd / Dial SubEvent End.  ``dial_status``: ANSWER, BUSY, NOANSWER,
+    CANCEL, CONGESTION, CHANUNAVAIL...  AMI 1 gives no ``dest``."""
+
+    dest: ChannelSnapshot | None = None
+    dial_status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeCreated(DomainEvent):
+    """BridgeCreate."""
+
+    bridge_id: str = ""
+    bridge_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeDestroyed(DomainEvent):
+    """BridgeDestroy."""
+
+    bridge_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelsLinked(DomainEvent):
+    """AMI 1 ``Bridge`` with ``Bridgestate: Link`` (two channels talk)."""
+
+    chan1: ChannelSnapshot | None = None
+    chan2: ChannelSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelsUnlinked(DomainEvent):
+    """AMI 1 ``Bridge`` with ``Bridgestate: Unlink``."""
+
+    chan1: ChannelSnapshot | None = None
+    chan2: ChannelSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalChannelsBridged(DomainEvent):
+    """LocalBridge: the two halves (``;1``, ``;2``) of one Local channel;
+    ``optimise`` says whether Asterisk may optimise them away later."""
+
+    one: ChannelSnapshot | None = None
+    two: ChannelSnapshot | None = None
+    optimise: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BlindTransferred(DomainEvent):
+    """BlindTransfer (AMI 2): ``transferer`` sent ``transferee`` to
+    ``extension``."""
+
+    transferer: ChannelSnapshot | None = None
+    transferee: ChannelSnapshot | None = None
+    extension: str = ""
+    context: str = ""
+    result: str = ""
+    is_external: bool = False
+    bridge_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AttendedTransferred(DomainEvent):
+    """AttendedTransfer (AMI 2).  ``dest_type`` ``Bridge``: the two bridges
+    were merged (attended); ``App``: the target was still ringing (blonde /
+    semi-attended).  Older Asterisk leaves out the transferee and target
+    snapshots: then they are the other channels of the two bridges."""
+
+    orig_transferer: ChannelSnapshot | None = None
+    second_transferer: ChannelSnapshot | None = None
+    transferee: ChannelSnapshot | None = None
+    target: ChannelSnapshot | None = None
+    dest_type: str = ""
+    result: str = ""
+    orig_bridge_id: str = ""
+    second_bridge_id: str = ""
+    dest_bridge_id: str = ""
+    dest_app: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallTransferred(ChannelEvent):
+    """AMI 1 ``Transfer``: ``chan`` (the transferer) transferred
+    ``target_channel`` (``TargetChannel``: the party that stays);
+    ``transfer_type`` Blind or Attended."""
+
+    transfer_type: str = ""
+    transfer_method: str = ""
+    target_channel: str = ""
+    target_uniqueid: str = ""
+    exten: str = ""
+    transfer_context: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelsMasqueraded(DomainEvent):
+    """AMI 1 ``Masquerade``: ``clone`` takes the place of ``original``
+    (followed by ``Rename`` events)."""
+
+    clone: str = ""
+    original: str = ""
+    clone_state: str = ""
+    original_state: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRenamed(ChannelEvent):
+    """AMI 1 ``Rename``: ``chan.channel`` is the old name."""
+
+    new_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallPickedUp(ChannelEvent):
+    """Pickup: ``chan`` picked up the ringing ``target``."""
+
+    target: ChannelSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OriginateResponded(DomainEvent):
+    """OriginateResponse (async Originate): ``response`` Success/Failure;
+    ``reason`` is Asterisk's AST_CONTROL code (4 answered, 5 busy, 3 no
+    answer, 8 congestion, 0 failed)."""
+
+    action_id: str = ""
+    response: str = ""
+    channel: str = ""
+    context: str = ""
+    exten: str = ""
+    reason: int = 0
+    uniqueid: str = ""
+    caller_num: str = ""
+    caller_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -283,13 +283,17 @@ class FrameReader:
         else:
             parts = buf.split(b"\n\r\n")
         self._buf = b""
-        self._keep(parts.pop())
-        if not parts:
-            return out
+        tail = parts.pop()
         if self._discarding:
+            if not parts:  # still inside the oversized frame: drop it, but keep
+                self._buf = tail[-3:]  # a frame end that may straddle two reads
+                return out
             # the end of a frame already counted as oversized
             self._discarding = False
             del parts[0]
+        self._keep(tail)
+        if not parts:
+            return out
         stats = self.stats
         limit = self.max_frame_bytes
         lines = self._lines

@@ -28,16 +28,32 @@ from .events import (
     AgentCompleted,
     AgentConnected,
     AgentRingNoAnswer,
+    AttendedTransferred,
+    BlindTransferred,
+    BridgeCreated,
+    BridgeDestroyed,
     CallerAbandoned,
+    CallerIdChanged,
+    CallPickedUp,
+    CallTransferred,
     CallerJoinedQueue,
     CallerLeftQueue,
     ChannelCreated,
     ChannelEnteredBridge,
     ChannelHungUp,
     ChannelLeftBridge,
+    ChannelRenamed,
+    ChannelsLinked,
     ChannelSnapshot,
+    ChannelsMasqueraded,
+    ChannelStateChanged,
+    ChannelsUnlinked,
     ChannelVariableSet,
+    DialEnded,
+    DialStarted,
     DomainEvent,
+    LocalChannelsBridged,
+    OriginateResponded,
     UnknownEvent,
 )
 from .frame import Frame
@@ -108,13 +124,69 @@ _SNAP_KEYS = {
         p + "Exten",
         p + "ChanVariable",
     )
-    for p in ("", "Dest")
+    for p in ("", "Dest", "Transferer", "Transferee", "TransferTarget", "OrigTransferer",
+              "SecondTransferer", "LocalOne", "LocalTwo", "Target")
 }
+
+
+_SNAP_SET = tuple(getattr(ChannelSnapshot, f).__set__ for f in ChannelSnapshot.__slots__)
+assert ChannelSnapshot.__slots__ == ("channel", "uniqueid", "linkedid", "state", "caller_num",
+                                     "caller_name", "connected_num", "connected_name",
+                                     "context", "exten", "variables")
+
+
+def _make_snapshot(channel, uniqueid, linkedid, state, caller_num, caller_name, connected_num,
+                   connected_name, context, exten, variables,
+                   _new=object.__new__, _cls=ChannelSnapshot, _s=_SNAP_SET) -> ChannelSnapshot:
+    """``ChannelSnapshot(...)`` without the frozen ``__init__`` (about half the
+    cost; built for most modelled frames)."""
+    o = _new(_cls)
+    _s[0](o, channel)
+    _s[1](o, uniqueid)
+    _s[2](o, linkedid)
+    _s[3](o, state)
+    _s[4](o, caller_num)
+    _s[5](o, caller_name)
+    _s[6](o, connected_num)
+    _s[7](o, connected_name)
+    _s[8](o, context)
+    _s[9](o, exten)
+    _s[10](o, variables)
+    return o
+
+
+_STATES = {str(i): i for i in range(11)}
+
+
+def _light(d: dict[str, str], prefix: str = "") -> ChannelSnapshot:
+    """The snapshot of a call-shape event (Newstate, Dial*, LocalBridge,
+    transfers...): identity, state and caller id -- no ChanVariable values, no
+    AMI 1 spelling fallbacks except ``UniqueID``.  Cheaper than
+    :func:`_snapshot`; these are a third of the modelled frames."""
+    (k_chan, k_uid, k_lid, k_state, k_num, k_name, k_cnum, k_cname, k_ctx, k_exten,
+     _k_vars) = _SNAP_KEYS[prefix]
+    get = d.get
+    uid = get(k_uid)
+    if uid is None:
+        uid = _lookup(d, k_uid) or ""
+    elif uid == UNKNOWN:
+        uid = ""
+    lid = get(k_lid)
+    if not lid or lid == UNKNOWN:
+        lid = uid
+    state = get(k_state)
+    st = _STATES.get(state) if state else 0
+    num = get(k_num)
+    name = get(k_name)
+    return _make_snapshot(
+        get(k_chan, ""), uid, lid, _int(state) if st is None else st,
+        "" if not num or num == UNKNOWN else num, "" if not name or name == UNKNOWN else name,
+        _cid(get(k_cnum)), _cid(get(k_cname)), get(k_ctx, ""), get(k_exten, ""), ())
 
 
 def _snapshot(
     d: dict[str, str],
-    headers: tuple[tuple[str, str], ...],
+    headers: tuple[tuple[str, str], ...] | None,
     prefix: str = "",
 ) -> ChannelSnapshot:
     (k_chan, k_uid, k_lid, k_state, k_num, k_name, k_cnum, k_cname, k_ctx, k_exten,
@@ -133,18 +205,14 @@ def _snapshot(
     num = get(k_num)
     if num is None:
         num = _lookup(d, k_num)  # AMI 1 CEL: CallerIDnum
-    return ChannelSnapshot(
-        channel=get(k_chan, ""),
-        uniqueid=uid,
-        linkedid=lid,
-        state=_int(get(k_state)),
-        caller_num=_cid(num),
-        caller_name=_cid(get(k_name)),
-        connected_num=_cid(get(k_cnum)),
-        connected_name=_cid(get(k_cname)),
-        context=get(k_ctx, ""),
-        exten=get(k_exten, ""),
-        variables=_vars(headers, k_vars),
+    return _make_snapshot(
+        get(k_chan, ""), uid, lid, _int(get(k_state)), _cid(num), _cid(get(k_name)),
+        _cid(get(k_cnum)), _cid(get(k_cname)), get(k_ctx, ""), get(k_exten, ""),
+        # ChanVariable headers (repeats!) when there are any; the legacy
+        # ``ChanVariable(<chan>)`` form only exists in AMI 1 (no Linkedid).
+        # ``headers is None``: a call-shape event, whose variables nobody reads
+        () if headers is None else
+        (_vars(headers, k_vars) if k_vars in d or k_lid not in d else ()),
     )
 
 
@@ -156,6 +224,27 @@ def _dest_snapshot(d: dict[str, str], headers) -> ChannelSnapshot | None:
     if chan:
         return ChannelSnapshot(channel=chan, uniqueid="", linkedid="")
     return None
+
+
+def _opt_snapshot(d, headers, prefix: str) -> ChannelSnapshot | None:
+    """The ``<prefix>*`` snapshot if the frame has one (AttendedTransfer of
+    older Asterisk leaves out the transferee and target)."""
+    if prefix + "Uniqueid" in d or prefix + "Channel" in d:
+        return _snapshot(d, headers, prefix)
+    return None
+
+
+def _opt_light(d, prefix: str) -> ChannelSnapshot | None:
+    if prefix + "Uniqueid" in d or prefix + "Channel" in d:
+        return _light(d, prefix)
+    return None
+
+
+def _legacy_pair(d: dict[str, str], n: str) -> ChannelSnapshot:
+    """AMI 1 ``Channel1``/``Uniqueid1``/``CallerID1`` (Bridge, LocalBridge)."""
+    uid = d.get("Uniqueid" + n, "")
+    return ChannelSnapshot(channel=d.get("Channel" + n, ""), uniqueid=uid, linkedid=uid,
+                           caller_num=_cid(d.get("CallerID" + n)))
 
 
 def _interface(d: dict[str, str]) -> str:
@@ -216,19 +305,46 @@ def _queue_abandon(d, h, t):
                            _int(d.get("HoldTime")))
 
 
+def _agent_caller(d, h) -> ChannelSnapshot:
+    """The queue caller of an Agent* event.  AMI 1 names it ``ChannelCalling``
+    (AgentCalled) or not at all: its ``Channel`` is the *member* channel
+    (AgentConnect, AgentComplete), while ``Uniqueid`` is the caller's."""
+    chan = _snapshot(d, h)
+    if "Member" in d and "DestChannel" not in d and "Interface" not in d:
+        return ChannelSnapshot(channel="", uniqueid=chan.uniqueid, linkedid=chan.linkedid,
+                               caller_num=chan.caller_num, caller_name=chan.caller_name,
+                               variables=chan.variables)
+    calling = d.get("ChannelCalling")
+    if calling and not chan.channel:
+        return ChannelSnapshot(calling, chan.uniqueid, chan.linkedid, chan.state,
+                               chan.caller_num, chan.caller_name, chan.connected_num,
+                               chan.connected_name, chan.context, chan.exten, chan.variables)
+    return chan
+
+
+def _agent_member(d, h) -> ChannelSnapshot | None:
+    dest = _dest_snapshot(d, h)
+    if dest is None and "Member" in d and "Channel" in d:
+        # AMI 1 AgentConnect/AgentComplete: Channel is the member channel,
+        # BridgedChannel its uniqueid (AgentConnect only)
+        uid = d.get("BridgedChannel", "")
+        return ChannelSnapshot(channel=d["Channel"], uniqueid=uid, linkedid=uid)
+    return dest
+
+
 def _agent_called(d, h, t):
-    return AgentCalled(t, _snapshot(d, h), _dest_snapshot(d, h), d.get("Queue", ""),
+    return AgentCalled(t, _agent_caller(d, h), _agent_member(d, h), d.get("Queue", ""),
                        _interface(d), d.get("MemberName") or d.get("AgentName", ""))
 
 
 def _agent_connect(d, h, t):
-    return AgentConnected(t, _snapshot(d, h), _dest_snapshot(d, h), d.get("Queue", ""),
+    return AgentConnected(t, _agent_caller(d, h), _agent_member(d, h), d.get("Queue", ""),
                           _interface(d), d.get("MemberName", ""),
                           _int(d.get("HoldTime")), _int(d.get("RingTime")))
 
 
 def _agent_complete(d, h, t):
-    return AgentCompleted(t, _snapshot(d, h), _dest_snapshot(d, h), d.get("Queue", ""),
+    return AgentCompleted(t, _agent_caller(d, h), _agent_member(d, h), d.get("Queue", ""),
                           _interface(d), d.get("MemberName", ""),
                           _int(d.get("HoldTime")), _int(d.get("TalkTime")),
                           d.get("Reason", ""))
@@ -242,7 +358,7 @@ def _agent_rna(d, h, t):
 
 def _bridge_enter(d, h, t):
     return ChannelEnteredBridge(t, _snapshot(d, h), d.get("BridgeUniqueid", ""),
-                                _int(d.get("BridgeNumChannels")))
+                                _int(d.get("BridgeNumChannels")), d.get("SwapUniqueid", ""))
 
 
 def _bridge_leave(d, h, t):
@@ -252,6 +368,108 @@ def _bridge_leave(d, h, t):
 
 def _hangup(d, h, t):
     return ChannelHungUp(t, _snapshot(d, h), _int(d.get("Cause")), d.get("Cause-txt", ""))
+
+
+# The call-shape events below carry light channel snapshots (:func:`_light`,
+# no ChanVariable values): nothing reads those there, and they are a good part
+# of the cost of a frame (bench/ami_pipeline.py).
+
+def _newstate(d, h, t):
+    return ChannelStateChanged(t, _light(d))
+
+
+def _newcallerid(d, h, t):
+    return CallerIdChanged(t, _light(d))
+
+
+def _dial_begin(d, h, t):
+    return DialStarted(t, _light(d), _opt_light(d, "Dest"),
+                       d.get("DialString", ""))
+
+
+def _dial_end(d, h, t):
+    return DialEnded(t, _light(d), _opt_light(d, "Dest"),
+                     d.get("DialStatus", ""))
+
+
+def _dial_legacy(d, h, t):
+    """AMI 1 ``Dial`` with ``SubEvent: Begin|End``."""
+    chan = _light(d)
+    if d.get("SubEvent") == "End":
+        return DialEnded(t, chan, None, d.get("DialStatus", ""))
+    duid = d.get("DestUniqueID") or d.get("DestUniqueid") or ""
+    dest = ChannelSnapshot(channel=d.get("Destination", ""), uniqueid=duid, linkedid=duid)
+    return DialStarted(t, chan, dest, d.get("Dialstring", ""))
+
+
+def _bridge_create(d, h, t):
+    return BridgeCreated(t, d.get("BridgeUniqueid", ""), d.get("BridgeType", ""))
+
+
+def _bridge_destroy(d, h, t):
+    return BridgeDestroyed(t, d.get("BridgeUniqueid", ""))
+
+
+def _bridge_legacy(d, h, t):
+    cls = ChannelsUnlinked if d.get("Bridgestate") == "Unlink" else ChannelsLinked
+    return cls(t, _legacy_pair(d, "1"), _legacy_pair(d, "2"))
+
+
+def _local_bridge(d, h, t):
+    if "LocalOneUniqueid" in d or "LocalOneChannel" in d:
+        one, two = _light(d, "LocalOne"), _light(d, "LocalTwo")
+    else:
+        one, two = _legacy_pair(d, "1"), _legacy_pair(d, "2")
+    return LocalChannelsBridged(t, one, two, d.get("LocalOptimization", "").lower() == "yes")
+
+
+def _blind_transfer(d, h, t):
+    return BlindTransferred(t, _opt_light(d, "Transferer"),
+                            _opt_light(d, "Transferee"), d.get("Extension", ""),
+                            d.get("Context", ""), d.get("Result", ""),
+                            d.get("IsExternal", "").lower() == "yes",
+                            d.get("BridgeUniqueid", ""))
+
+
+def _attended_transfer(d, h, t):
+    return AttendedTransferred(t, _opt_light(d, "OrigTransferer"),
+                               _opt_light(d, "SecondTransferer"),
+                               _opt_light(d, "Transferee"),
+                               _opt_light(d, "TransferTarget"),
+                               d.get("DestType", ""), d.get("Result", ""),
+                               d.get("OrigBridgeUniqueid", ""), d.get("SecondBridgeUniqueid", ""),
+                               d.get("DestBridgeUniqueid", ""), d.get("DestApp", ""))
+
+
+def _transfer_legacy(d, h, t):
+    return CallTransferred(t, _light(d), d.get("TransferType", ""),
+                           d.get("TransferMethod", ""), d.get("TargetChannel", ""),
+                           d.get("TargetUniqueid", ""), d.get("TransferExten", ""),
+                           d.get("TransferContext", ""))
+
+
+def _masquerade(d, h, t):
+    return ChannelsMasqueraded(t, d.get("Clone", ""), d.get("Original", ""),
+                               d.get("CloneState", ""), d.get("OriginalState", ""))
+
+
+def _rename(d, h, t):
+    chan = _light(d)
+    if not chan.channel and "Oldname" in d:  # Asterisk 1.8 spelling
+        chan = ChannelSnapshot(channel=d["Oldname"], uniqueid=chan.uniqueid,
+                               linkedid=chan.linkedid)
+    return ChannelRenamed(t, chan, d.get("Newname", ""))
+
+
+def _pickup(d, h, t):
+    return CallPickedUp(t, _light(d), _opt_light(d, "Target"))
+
+
+def _originate_response(d, h, t):
+    return OriginateResponded(t, d.get("ActionID", ""), d.get("Response", ""),
+                              d.get("Channel", ""), d.get("Context", ""), d.get("Exten", ""),
+                              _int(d.get("Reason")), _cid(d.get("Uniqueid")),
+                              _cid(d.get("CallerIDNum")), _cid(d.get("CallerIDName")))
 
 
 _BUILDERS = {
@@ -267,6 +485,22 @@ _BUILDERS = {
     "BridgeEnter": _bridge_enter,
     "BridgeLeave": _bridge_leave,
     "Hangup": _hangup,
+    "Newstate": _newstate,
+    "NewCallerid": _newcallerid,
+    "DialBegin": _dial_begin,
+    "DialEnd": _dial_end,
+    "Dial": _dial_legacy,
+    "BridgeCreate": _bridge_create,
+    "BridgeDestroy": _bridge_destroy,
+    "Bridge": _bridge_legacy,
+    "LocalBridge": _local_bridge,
+    "BlindTransfer": _blind_transfer,
+    "AttendedTransfer": _attended_transfer,
+    "Transfer": _transfer_legacy,
+    "Masquerade": _masquerade,
+    "Rename": _rename,
+    "Pickup": _pickup,
+    "OriginateResponse": _originate_response,
 }
 
 

@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 from .events import AgentEvent, ChannelEvent, DomainEvent, UnknownEvent
 from .frame import Frame
 from .logs import bind_call, clear_call, get_logger
+from .callflow import CallFlow
 from .normalise import Normaliser
 from .tracker import Call, CallTracker
 
@@ -30,16 +31,27 @@ class PipelineStats:
     queue_full: int = 0
 
 
+class _InOrder:
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self.fn = fn
+
+
 class CallPipeline:
     def __init__(self, handlers: list[Handler] | None = None, tracker: CallTracker | None = None,
                  max_queue: int = 100_000) -> None:
         self.normaliser = Normaliser()
         self.tracker = tracker or CallTracker()
+        # call-level outcomes (transfers, pickups, who called whom) beside the
+        # linkedid-keyed queue-call model of the screen-pop
+        self.callflow = CallFlow()
         self.handlers: list[Handler] = list(handlers or [])
         self.stats = PipelineStats()
         self._queue: asyncio.Queue[tuple[Frame, float]] = asyncio.Queue(maxsize=max_queue)
         self._task: asyncio.Task | None = None
         self.listeners: list[Callable[[DomainEvent, Call | None], None]] = []
+        self._full_warned_at = -1e9
 
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
@@ -49,9 +61,21 @@ class CallPipeline:
         self.stats.frames += 1
         try:
             self._queue.put_nowait((frame, received_at if received_at is not None else time.time()))
-        except asyncio.QueueFull:
+        except asyncio.QueueFull:  # an event flood: count, warn at most every 10 s
             self.stats.queue_full += 1
-            log.error("pipeline_queue_full", ami_event=frame.event)
+            now = time.monotonic()
+            if now - self._full_warned_at >= 10.0:
+                self._full_warned_at = now
+                log.error("pipeline_queue_full", ami_event=frame.event, dropped_total=self.stats.queue_full)
+
+    def run_in_order(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` in the worker after every frame fed so far and before
+        any frame fed later (resync applies its snapshot at the point of the
+        event stream where Asterisk answered)."""
+        try:
+            self._queue.put_nowait((_InOrder(fn), 0.0))
+        except asyncio.QueueFull:  # a flood: wait for room rather than lose it
+            asyncio.get_running_loop().create_task(self._queue.put((_InOrder(fn), 0.0)))
 
     def start(self) -> None:
         if self._task is None:
@@ -74,6 +98,12 @@ class CallPipeline:
         while True:
             frame, ts = await self._queue.get()
             try:
+                if frame.__class__ is _InOrder:
+                    try:
+                        await frame.fn()
+                    except Exception:
+                        log.exception("pipeline_in_order_call_failed")
+                    continue
                 await self.process(frame, ts)
             finally:
                 self._queue.task_done()
@@ -91,10 +121,21 @@ class CallPipeline:
         except Exception:
             log.exception("tracker_failed", ami_event=type(event).__name__)
             return
+        try:
+            self.callflow.feed(event)
+        except Exception:
+            log.exception("callflow_failed", ami_event=type(event).__name__)
         if isinstance(event, ChannelEvent):
             bind_call(uniqueid=event.uniqueid, linkedid=event.linkedid,
                       queue=getattr(event, "queue", "") or (call.queue if call else ""),
                       agent=event.agent if isinstance(event, AgentEvent) else (call.agent if call else ""))
+        await self.publish(event, call)
+
+    async def publish(self, event: DomainEvent, call: Call | None) -> None:
+        """Listeners and handlers for one event (also used by resync for the
+        calls it closes, continues or adopts)."""
+        if call is not None and not isinstance(event, ChannelEvent):
+            bind_call(linkedid=call.linkedid, queue=call.queue, agent=call.agent)
         try:
             for listener in self.listeners:
                 listener(event, call)

@@ -32,8 +32,8 @@ async def upsert_call(conn: asyncpg.Connection, call: Call, customer_id: int | N
     await conn.execute(
         """INSERT INTO calls (linkedid, caller_num, caller_num_norm, caller_name, customer_id, ivr_choice,
                               outage_id, queue, agent, state, outcome, hangup_cause, started_at, queued_at,
-                              answered_at, ended_at, hold_time_s, talk_time_s)
-           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,coalesce($13, now()),$14,$15,$16,$17,$18)
+                              answered_at, ended_at, hold_time_s, talk_time_s, close_reason)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,coalesce($13, now()),$14,$15,$16,$17,$18,$19)
            ON CONFLICT (linkedid) DO UPDATE SET
                caller_num = EXCLUDED.caller_num, caller_num_norm = EXCLUDED.caller_num_norm,
                caller_name = EXCLUDED.caller_name,
@@ -43,11 +43,13 @@ async def upsert_call(conn: asyncpg.Connection, call: Call, customer_id: int | N
                outcome = EXCLUDED.outcome, hangup_cause = EXCLUDED.hangup_cause,
                queued_at = EXCLUDED.queued_at, answered_at = EXCLUDED.answered_at,
                ended_at = EXCLUDED.ended_at, hold_time_s = EXCLUDED.hold_time_s,
-               talk_time_s = EXCLUDED.talk_time_s, updated_at = now()""",
+               talk_time_s = EXCLUDED.talk_time_s, close_reason = EXCLUDED.close_reason,
+               updated_at = now()""",
         call.linkedid, call.caller_num[:64], norm.national if norm else "", call.caller_name[:200], customer_id,
         call.ivr_choice[:32], call.outage_id[:64], call.queue[:64], call.agent[:64], str(call.state.value),
         call.outcome, call.hangup_cause, _ts(call.started_at), _ts(call.queued_at), _ts(call.answered_at),
-        _ts(call.ended_at), call.hold_time or None, call.talk_time or None)
+        _ts(call.ended_at), call.hold_time or None, call.talk_time or None,
+        getattr(call, "close_reason", "")[:64])
 
 
 class CallRecorder:

@@ -39,6 +39,7 @@ import random
 import secrets
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -51,7 +52,10 @@ UNKNOWN = "<unknown>"
 DEFAULT_CHANNEL_VARS = ("IVR_CHOICE", "CUSTOMER_ID", "OUTAGE_ID")
 DEFAULT_RECORDINGS_DIR = "/var/spool/asterisk/recordings"
 STATE_DESC = {0: "Down", 4: "Ring", 5: "Ringing", 6: "Up"}
-CAUSE_TXT = {0: "Unknown", 16: "Normal Clearing", 26: "Answered elsewhere"}
+CAUSE_TXT = {0: "Unknown", 16: "Normal Clearing", 19: "User alerting, no answer",
+             26: "Answered elsewhere"}
+# device states of QueueMember/QueueMemberStatus (AST_DEVICE_*)
+DEV_NOT_INUSE, DEV_INUSE, DEV_RINGING = 1, 2, 6
 # app_queue walks its queue container in hash order, not config order; the
 # captures show repair, enquiry, complaint.  Unknown queues follow, as given.
 QUEUE_HASH_ORDER = ("repair", "enquiry", "complaint")
@@ -148,7 +152,8 @@ OUTCOMES = ("answered", "abandoned", "caller_hangup")
 
 class _Chan:
     __slots__ = ("name", "state", "cid_num", "cid_name", "con_num", "con_name",
-                 "context", "exten", "priority", "uniqueid", "linkedid", "vars")
+                 "context", "exten", "priority", "uniqueid", "linkedid", "vars",
+                 "created", "app", "appdata", "bridge", "allvars")
 
     def __init__(self, name: str, state: int, context: str, exten: str,
                  uniqueid: str, linkedid: str) -> None:
@@ -161,10 +166,34 @@ class _Chan:
         self.uniqueid = uniqueid
         self.linkedid = linkedid
         self.vars: dict[str, str] = {}
+        self.created = time.monotonic()
+        self.app = ""
+        self.appdata = ""
+        self.bridge = ""
+        self.allvars: dict[str, str] = {}
+
+    def run(self, app: str, data: str) -> "_Chan":
+        self.app, self.appdata = app, data
+        return self
 
     def at(self, context: str, exten: str, priority: int) -> "_Chan":
         self.context, self.exten, self.priority = context, exten, priority
         return self
+
+
+@dataclass(eq=False)
+class _Member:
+    """One queue member as app_queue keeps it (QueueStatus / member events)."""
+
+    queue: str
+    interface: str
+    name: str
+    penalty: int = 0
+    membership: str = "static"
+    paused: bool = False
+    reason: str = ""
+    last_pause: int = 0
+    login_time: int = 0
 
 
 @dataclass(eq=False)
@@ -195,6 +224,20 @@ def _frame_bytes(headers: Iterable[tuple[str, str]]) -> bytes:
 def _clean(value: str) -> str:
     """Header values never carry line breaks (a hostile name cannot inject)."""
     return value.replace("\r", " ").replace("\n", " ")
+
+
+def _cor(value: str) -> str:
+    """app_queue's S_COR(..., "unknown") for QueueEntry caller fields."""
+    return "unknown" if not value or value == UNKNOWN else _clean(value)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("true", "yes", "1", "on", "y", "t")
+
+
+def agent_of(interface: str) -> str:
+    """``Local/1001@agents`` -> ``1001``."""
+    return interface.partition("/")[2].partition("@")[0] or interface
 
 
 class PbxSimulator:
@@ -247,6 +290,24 @@ class PbxSimulator:
         self._last_call: dict[str, int] = {a: 0 for a in self.agents}
         self._waiting: dict[str, list[object]] = {q: [] for q in self.queues}
         self._busy: dict[str, int] = {}
+        # live state that the status actions report
+        self._live: dict[str, _Chan] = {}  # uniqueid -> channel, creation order
+        self.members: dict[str, dict[str, _Member]] = {q: {} for q in self.queues}
+        for ext, qs in self.agents.items():
+            for q, pen in qs.items():
+                self.members.setdefault(q, {})[self.interface(ext)] = _Member(
+                    q, self.interface(ext), self.member_name(ext), pen, login_time=self._login_time)
+        self._dev_state: dict[str, int] = {}  # interface -> device state
+        self._in_call: set[tuple[str, str]] = set()  # (interface, queue) talking
+        self._qstats: dict[str, dict[str, int]] = {
+            q: {"completed": 0, "abandoned": 0, "holdtime": 0, "talktime": 0} for q in self.queues}
+        # Originate: how many times each ActionID was executed, failure knobs
+        self.accepting = True  # False: new AMI connections are dropped at once
+        self.originate_counts: Counter[str] = Counter()
+        self.originate_noanswer: set[str] = set()  # agent extensions that never answer
+        self.originate_response_delay_s = 0.0  # virtual seconds before the Response
+        self.originate_ring_s = 2.0
+        self.originate_talk_s = 10.0
 
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
@@ -289,6 +350,10 @@ class PbxSimulator:
         return len(self._sessions)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.accepting:  # an outage: the TCP connect succeeds, then drops
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
@@ -385,6 +450,20 @@ class PbxSimulator:
             self._respond(sess, "Success", aid, None,
                           [("Ping", "Pong"), ("Timestamp", f"{int(t)}.{int((t % 1) * 1e6):06d}")])
             return True
+        handler = {
+            "coreshowchannels": self._act_core_show_channels,
+            "queuestatus": self._act_queue_status,
+            "queuesummary": self._act_queue_summary,
+            "status": self._act_status,
+            "originate": self._act_originate,
+            "queueadd": self._act_queue_add,
+            "queueremove": self._act_queue_remove,
+            "queuepause": self._act_queue_pause,
+            "queuepenalty": self._act_queue_penalty,
+        }.get(act)
+        if handler is not None:
+            await handler(sess, frame, aid)
+            return True
         self._respond(sess, "Error", aid,
                       f"Invalid/unknown command: {_clean(action)}. "
                       "Use Action: ListCommands to show available commands.")
@@ -466,12 +545,15 @@ class PbxSimulator:
         does not show the inherited value yet (trace 01, frames 86-89): the
         caller updates ``ch.vars`` afterwards."""
         name = variable.lstrip("_")
+        if not stale:
+            ch.allvars[name] = value
         if not stale and name in self.channel_vars:
             ch.vars[name] = value
         self._emit("VarSet", "dialplan,all", self._snap(ch),
                    [("Variable", variable), ("Value", _clean(value))])
 
     def _newchannel(self, ch: _Chan) -> None:
+        self._live[ch.uniqueid] = ch
         self._emit("Newchannel", "call,all", self._snap(ch))
 
     def _newcallerid(self, ch: _Chan) -> None:
@@ -483,6 +565,7 @@ class PbxSimulator:
         self._emit("Newstate", "call,all", self._snap(ch))
 
     def _hangup(self, ch: _Chan, cause: int) -> None:
+        self._live.pop(ch.uniqueid, None)
         self._emit("Hangup", "call,all", self._snap(ch),
                    [("Cause", str(cause)), ("Cause-txt", CAUSE_TXT.get(cause, "Unknown"))])
 
@@ -502,19 +585,344 @@ class PbxSimulator:
             ("BridgeTechnology", "simple_bridge"), ("BridgeCreator", UNKNOWN),
             ("BridgeName", UNKNOWN), ("BridgeNumChannels", str(n)),
             ("BridgeVideoSourceMode", "none")]
+        if ch is not None:
+            ch.bridge = bridge_id if event == "BridgeEnter" else ""
         self._emit(event, "call,all", h, self._snap(ch) if ch is not None else [])
 
     def _member_status(self, agent: str, status: int) -> None:
-        for q, penalty in self.agents.get(agent, {}).items():
-            self._emit("QueueMemberStatus", "agent,all", [
-                ("Queue", q), ("MemberName", self.member_name(agent)),
-                ("Interface", self.interface(agent)), ("StateInterface", self.interface(agent)),
-                ("Membership", "static"), ("Penalty", str(penalty)),
-                ("CallsTaken", str(self._calls_taken.get(agent, 0))),
-                ("LastCall", str(self._last_call.get(agent, 0))), ("LastPause", "0"),
-                ("LoginTime", str(self._login_time)), ("InCall", "0"),
-                ("Status", str(status)), ("Paused", "0"), ("PausedReason", ""),
-                ("Ringinuse", "0"), ("Wrapuptime", "0")])
+        iface = self.interface(agent)
+        self._dev_state[iface] = status
+        for q in self.agents.get(agent, {}):
+            m = self.members.get(q, {}).get(iface)
+            if m is not None:
+                self._emit("QueueMemberStatus", "agent,all", self._member_fields(m, "Interface"))
+
+    def _member_fields(self, m: _Member, location: str = "Interface", *,
+                       in_call: bool = False) -> Headers:
+        """QueueMember* fields; QueueStatus's QueueMember says Name/Location
+        and has no Ringinuse (traces 05, 06)."""
+        agent = agent_of(m.interface)
+        status = self._dev_state.get(m.interface, DEV_NOT_INUSE)
+        listing = location == "Location"
+        h: Headers = [("Queue", m.queue)]
+        if listing:
+            h += [("Name", m.name), ("Location", m.interface)]
+        else:
+            h += [("MemberName", m.name), ("Interface", m.interface)]
+        h += [("StateInterface", m.interface), ("Membership", m.membership),
+              ("Penalty", str(m.penalty)), ("CallsTaken", str(self._calls_taken.get(agent, 0))),
+              ("LastCall", str(self._last_call.get(agent, 0))), ("LastPause", str(m.last_pause)),
+              ("LoginTime", str(m.login_time)),
+              ("InCall", "1" if in_call and (m.interface, m.queue) in self._in_call else "0"),
+              ("Status", str(status)), ("Paused", "1" if m.paused else "0"),
+              ("PausedReason", _clean(m.reason))]
+        if not listing:
+            h.append(("Ringinuse", "0"))
+        h.append(("Wrapuptime", "0"))
+        return h
+
+    # ---------------------------------------------------- status / queue actions
+    # Frames as in the real captures: trace 06 (QueueStatus, QueueSummary,
+    # CoreShowChannels, Status), 09 (Originate), 05 (QueueAdd/Remove/Pause).
+    def _list_start(self, sess: _Session, aid: str | None, message: str) -> None:
+        h: Headers = [("Response", "Success")]
+        if aid is not None:
+            h.append(("ActionID", _clean(aid)))
+        h += [("EventList", "start"), ("Message", message)]
+        self._send(sess, _frame_bytes(h))
+
+    def _list_item(self, sess: _Session, aid: str | None, event: str, fields: Headers,
+                   *, aid_first: bool = False) -> None:
+        h: Headers = [("Event", event)]
+        a: Headers = [("ActionID", _clean(aid))] if aid is not None else []
+        h += a + fields if aid_first else fields + a
+        self._send(sess, _frame_bytes(h))
+
+    def _list_complete(self, sess: _Session, aid: str | None, event: str, n: int,
+                       items: bool = False) -> None:
+        h: Headers = [("Event", event)]
+        if aid is not None:
+            h.append(("ActionID", _clean(aid)))
+        h += [("EventList", "Complete"), ("ListItems", str(n))]
+        if items:
+            h.append(("Items", str(n)))
+        self._send(sess, _frame_bytes(h))
+
+    def _entries(self, queue: str) -> list["_CallPlayer"]:
+        return [t for t in self._waiting.get(queue, []) if isinstance(t, _CallPlayer)]
+
+    def _queue_order(self, only: str | None) -> list[str]:
+        qs = [q for q in QUEUE_HASH_ORDER if q in self.queues]
+        qs += [q for q in self.queues if q not in qs]
+        return [q for q in qs if only is None or q == only]
+
+    async def _act_queue_status(self, sess: _Session, frame, aid: str | None) -> None:
+        only = (frame.get("Queue") or "").strip() or None
+        member_filter = (frame.get("Member") or "").strip() or None
+        self._list_start(sess, aid, "Queue status will follow")
+        n = 0
+        now = self.now()
+        for q in self._queue_order(only):
+            conf = self.queues[q]
+            st = self._qstats.get(q, {})
+            entries = self._entries(q)
+            done = st.get("completed", 0)
+            self._list_item(sess, aid, "QueueParams", [
+                ("Queue", q), ("Max", "0"), ("Strategy", conf.strategy), ("Calls", str(len(entries))),
+                ("Holdtime", str(st.get("holdtime", 0))), ("TalkTime", str(st.get("talktime", 0))),
+                ("Completed", str(done)), ("Abandoned", str(st.get("abandoned", 0))),
+                ("ServiceLevel", "20"), ("ServicelevelPerf", "100.0" if done else "0.0"),
+                ("ServicelevelPerf2", "100.0"), ("Weight", "0")])
+            n += 1
+            for m in self.members.get(q, {}).values():
+                if member_filter and member_filter not in (m.interface, m.name):
+                    continue
+                self._list_item(sess, aid, "QueueMember", self._member_fields(m, "Location", in_call=True))
+                n += 1
+            for pos, p in enumerate(entries, 1):
+                c2 = p.c2
+                self._list_item(sess, aid, "QueueEntry", [
+                    ("Queue", q), ("Position", str(pos)), ("Channel", c2.name),
+                    ("Uniqueid", c2.uniqueid), ("CallerIDNum", _cor(c2.cid_num)),
+                    ("CallerIDName", _cor(c2.cid_name)), ("ConnectedLineNum", _cor(c2.con_num)),
+                    ("ConnectedLineName", _cor(c2.con_name)),
+                    ("Wait", str(int(now - p.joined_at))), ("Priority", "0")])
+                n += 1
+        self._list_complete(sess, aid, "QueueStatusComplete", n)
+
+    async def _act_queue_summary(self, sess: _Session, frame, aid: str | None) -> None:
+        only = (frame.get("Queue") or "").strip() or None
+        self._list_start(sess, aid, "Queue summary will follow")
+        n = 0
+        now = self.now()
+        for q in self._queue_order(only):
+            st = self._qstats.get(q, {})
+            members = list(self.members.get(q, {}).values())
+            available = sum(1 for m in members if not m.paused
+                            and self._dev_state.get(m.interface, DEV_NOT_INUSE) == DEV_NOT_INUSE)
+            entries = self._entries(q)
+            longest = max((int(now - p.joined_at) for p in entries), default=0)
+            self._list_item(sess, aid, "QueueSummary", [
+                ("Queue", q), ("LoggedIn", str(len(members))), ("Available", str(available)),
+                ("Callers", str(len(entries))), ("HoldTime", str(st.get("holdtime", 0))),
+                ("TalkTime", str(st.get("talktime", 0))), ("LongestHoldTime", str(longest))])
+            n += 1
+        self._list_complete(sess, aid, "QueueSummaryComplete", n)
+
+    @staticmethod
+    def _duration(ch: _Chan, speed: float) -> int:
+        return int((time.monotonic() - ch.created) * speed)
+
+    async def _act_core_show_channels(self, sess: _Session, frame, aid: str | None) -> None:
+        self._list_start(sess, aid, "Channels will follow")
+        chans = list(self._live.values())
+        for ch in chans:
+            secs = self._duration(ch, self.speed)
+            self._list_item(sess, aid, "CoreShowChannel", self._snap(ch) + [
+                ("Application", ch.app), ("ApplicationData", ch.appdata),
+                ("Duration", f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"),
+                ("BridgeId", ch.bridge)], aid_first=True)
+        self._list_complete(sess, aid, "CoreShowChannelsComplete", len(chans))
+
+    async def _act_status(self, sess: _Session, frame, aid: str | None) -> None:
+        name = (frame.get("Channel") or "").strip()
+        chans = list(self._live.values())
+        if name:
+            chans = [c for c in chans if c.name == name]
+            if not chans:
+                self._respond(sess, "Error", aid, "No such channel")
+                return
+        wanted = [v.strip() for v in (frame.get("Variables") or "").split(",") if v.strip()]
+        all_vars = (frame.get("AllVariables") or "").strip().lower() in ("true", "yes", "1", "on")
+        self._list_start(sess, aid, "Channel status will follow")
+        for ch in chans:
+            h = [("Privilege", "Call")] + self._snap(ch) + [
+                ("Type", ch.name.split("/", 1)[0]), ("DNID", ""),
+                ("EffectiveConnectedLineNum", _clean(ch.con_num)),
+                ("EffectiveConnectedLineName", _clean(ch.con_name)),
+                ("TimeToHangup", "0"), ("BridgeID", ch.bridge), ("Application", ch.app),
+                ("Data", ch.appdata), ("Nativeformats", "(slin)"), ("Readformat", "slin"),
+                ("Readtrans", ""), ("Writeformat", "slin"), ("Writetrans", ""),
+                ("Callgroup", "0"), ("Pickupgroup", "0"),
+                ("Seconds", str(self._duration(ch, self.speed)))]
+            names = list(reversed(ch.allvars)) if all_vars else wanted
+            h += [("Variable", f"{n}={_clean(ch.allvars.get(n, ''))}") for n in names]
+            self._list_item(sess, aid, "Status", h)
+        self._list_complete(sess, aid, "StatusComplete", len(chans), items=True)
+
+    # -- queue membership ----------------------------------------------------
+    async def _act_queue_add(self, sess: _Session, frame, aid: str | None) -> None:
+        q = (frame.get("Queue") or "").strip()
+        iface = (frame.get("Interface") or "").strip()
+        if not q or not iface:
+            self._respond(sess, "Error", aid, "'Queue' or 'Interface' not set.")
+            return
+        if q not in self.queues:
+            self._respond(sess, "Error", aid, "Unable to add interface to queue: No such queue")
+            return
+        members = self.members.setdefault(q, {})
+        if iface in members:
+            self._respond(sess, "Error", aid, "Unable to add interface: Already there")
+            return
+        paused = _truthy(frame.get("Paused"))
+        now = int(self.now())
+        m = _Member(q, iface, (frame.get("MemberName") or "").strip() or iface,
+                    int(frame.get("Penalty") or 0), "dynamic", paused,
+                    (frame.get("Reason") or "") if paused else "", now if paused else 0, now)
+        members[iface] = m
+        self._respond(sess, "Success", aid, "Added interface to queue")
+        self._emit("QueueMemberAdded", "agent,all", self._member_fields(m))
+
+    async def _act_queue_remove(self, sess: _Session, frame, aid: str | None) -> None:
+        q = (frame.get("Queue") or "").strip()
+        iface = (frame.get("Interface") or "").strip()
+        if not q or not iface:
+            self._respond(sess, "Error", aid, "Need 'Queue' and 'Interface' parameters.")
+            return
+        m = self.members.get(q, {}).get(iface)
+        if m is None:
+            if q not in self.queues:
+                self._respond(sess, "Error", aid, "Unable to remove interface from queue: No such queue")
+            else:
+                self._respond(sess, "Error", aid, "Unable to remove interface: Not there")
+            return
+        if m.membership != "dynamic":
+            self._respond(sess, "Error", aid, "Member not dynamic")
+            return
+        del self.members[q][iface]
+        self._respond(sess, "Success", aid, "Removed interface from queue")
+        self._emit("QueueMemberRemoved", "agent,all", self._member_fields(m))
+
+    async def _act_queue_pause(self, sess: _Session, frame, aid: str | None) -> None:
+        q = (frame.get("Queue") or "").strip()
+        iface = (frame.get("Interface") or "").strip()
+        if not iface or frame.get("Paused") is None:
+            self._respond(sess, "Error", aid, "Need 'Interface' and 'Paused' parameters.")
+            return
+        paused = _truthy(frame.get("Paused"))
+        found = [ms[iface] for qn, ms in self.members.items()
+                 if (not q or qn == q) and iface in ms]
+        if not found:
+            self._respond(sess, "Error", aid, "Interface not found")
+            return
+        self._respond(sess, "Success", aid,
+                      "Interface paused successfully" if paused else "Interface unpaused successfully")
+        reason = (frame.get("Reason") or "") if paused else ""
+        for m in found:
+            m.paused, m.reason = paused, reason
+            if paused:
+                m.last_pause = int(self.now())
+            self._emit("QueueMemberPause", "agent,all", self._member_fields(m))
+
+    async def _act_queue_penalty(self, sess: _Session, frame, aid: str | None) -> None:
+        q = (frame.get("Queue") or "").strip()
+        iface = (frame.get("Interface") or "").strip()
+        try:
+            penalty = int(frame.get("Penalty") or "")
+        except ValueError:
+            penalty = -1
+        found = [ms[iface] for qn, ms in self.members.items() if (not q or qn == q) and iface in ms]
+        if not found or penalty < 0:
+            self._respond(sess, "Error", aid, "Invalid interface, queuename or penalty")
+            return
+        self._respond(sess, "Success", aid, "Interface penalty set successfully")
+        for m in found:
+            m.penalty = penalty
+            self._emit("QueueMemberPenalty", "agent,all", self._member_fields(m))
+
+    # -- Originate (click-to-call, trace 09) --------------------------------
+    async def _act_originate(self, sess: _Session, frame, aid: str | None) -> None:
+        channel = (frame.get("Channel") or "").strip()
+        if not channel:
+            self._respond(sess, "Error", aid, "Channel not specified")
+            return
+        if not (frame.get("Exten") or frame.get("Application")):
+            self._respond(sess, "Error", aid, "Exten not specified")
+            return
+        self.originate_counts[aid or ""] += 1  # executed: the call starts now
+        task = asyncio.create_task(self._originate_call(frame, aid))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+        delay = self.originate_response_delay_s
+        if not delay:
+            self._respond(sess, "Success", aid, "Originate successfully queued")
+            return
+
+        async def late_answer() -> None:  # a slow answer that a cut link loses
+            await self._sleep(delay)
+            if not sess.closing:
+                self._respond(sess, "Success", aid, "Originate successfully queued")
+        t = asyncio.create_task(late_answer())
+        self._calls.add(t)
+        t.add_done_callback(self._calls.discard)
+
+    async def _originate_call(self, frame, aid: str | None) -> None:
+        channel = (frame.get("Channel") or "").strip()
+        context = (frame.get("Context") or "").strip()
+        exten = (frame.get("Exten") or "").strip()
+        cid = frame.get("CallerID") or ""
+        cid_name, _, cid_num = cid.rpartition("<")
+        cid_num = cid_num.rstrip(">").strip() or cid.strip()
+        cid_name = cid_name.strip().strip('"') or cid_num
+        timeout_s = int(frame.get("Timeout") or 30000) / 1000.0
+        tech, _, rest = channel.partition("/")
+        ext, _, ctx = rest.partition("@")
+        variables = {}
+        for v in frame.get_all("Variable"):
+            for item in v.split(","):
+                k, sep, val = item.partition("=")
+                if sep:
+                    variables[k.strip().lstrip("_")] = val
+        m1, m2 = self._local_pair(ext, ctx or "default", None)
+        for ch in (m1, m2):
+            ch.vars.update({k: v for k, v in variables.items() if k in self.channel_vars})
+            ch.allvars.update(variables)
+        m1.run("AppDial2", "(Outgoing Line)")
+        m2.run("Wait", str(int(self.originate_ring_s)))
+        self._newchannel(m1)
+        self._newchannel(m2)
+        m1.cid_num = m1.con_num = cid_num or UNKNOWN
+        m1.cid_name = m1.con_name = cid_name or UNKNOWN
+        self._newcallerid(m1)
+        self._dial("DialBegin", None, m1, [("DialString", rest)])
+        self._newstate(m1, 5)
+        agent = ext if ctx == "agents" else ""
+        if agent in self.agents:
+            self._member_status(agent, DEV_RINGING)
+        self._dial("DialState", None, m1, [("DialStatus", "RINGING")])
+        fail = agent in self.originate_noanswer or (ctx == "agents" and agent not in self.agents)
+        common = [("Context", context), ("Exten", exten)]
+        if fail:
+            await self._sleep(timeout_s)
+            self._emit("OriginateResponse", "call,all",
+                       [("ActionID", _clean(aid))] if aid is not None else [],
+                       [("Response", "Failure"), ("Channel", channel)], common,
+                       [("Reason", "3"), ("Uniqueid", UNKNOWN), ("CallerIDNum", _clean(cid_num)),
+                        ("CallerIDName", _clean(cid_name))])
+            self._hangup(m1, 19)
+            self._hangup(m2, 19)
+            if agent in self.agents:
+                self._member_status(agent, DEV_NOT_INUSE)
+            return
+        await self._sleep(self.originate_ring_s)
+        self._newstate(m1, 6)
+        self._newstate(m2, 6)
+        self._dial("DialEnd", None, m1, [("DialStatus", "ANSWER")])
+        if agent in self.agents:
+            self._member_status(agent, DEV_INUSE)
+        legacy = [(f"ChanVariable({m1.name})", f"{n}={_clean(m1.vars.get(n, ''))}")
+                  for n in self.channel_vars]
+        self._emit("OriginateResponse", "call,all",
+                   [("ActionID", _clean(aid))] if aid is not None else [],
+                   [("Response", "Success"), ("Channel", m1.name)], common,
+                   [("Reason", "4"), ("Uniqueid", m1.uniqueid), ("CallerIDNum", _clean(cid_num)),
+                    ("CallerIDName", _clean(cid_name))], legacy)
+        m1.at(context, exten, 1).run("Dial", f"Local/{exten}@pstn")
+        await self._sleep(self.originate_talk_s)
+        self._hangup(m2, 16)
+        self._hangup(m1, 16)
+        if agent in self.agents:
+            self._member_status(agent, DEV_NOT_INUSE)
 
     # --------------------------------------------------------------- channels
     @staticmethod
@@ -590,7 +998,9 @@ class PbxSimulator:
         return frozenset(self._busy)
 
     def free_agents(self, queue: str) -> list[str]:
-        return [a for a, qs in self.agents.items() if queue in qs and a not in self._busy]
+        members = self.members.get(queue, {})
+        return [a for a, qs in self.agents.items() if queue in qs and a not in self._busy
+                and not (self.interface(a) in members and members[self.interface(a)].paused)]
 
     async def run_traffic(
         self,
@@ -672,7 +1082,8 @@ class _CallPlayer:
         self.queue = spec.ivr_choice
         self.qconf = sim.queues[self.queue]
         self.entry = "ivr" if spec.via_ivr else spec.ivr_choice
-        self.token = object()
+        self.token = self  # what QueueStatus lists: self.c2, self.joined_at
+        self.joined_at = sim.now()
 
     # helpers -----------------------------------------------------------------
     def _join(self) -> tuple[int, int]:
@@ -703,6 +1114,9 @@ class _CallPlayer:
         sim, spec = self.sim, self.spec
         c1, c2 = sim._local_pair(self.entry, "hotline", None)
         self.c1, self.c2 = c1, c2
+        c1.run("Wait", "3600")
+        if spec.via_ivr:
+            c2.run("AGI", "agi://127.0.0.1:4573/ivr")
         sim._newchannel(c1)
         sim._newchannel(c2)
         sim._dial("DialBegin", None, c1, [("DialString", f"{self.entry}@hotline")])
@@ -730,8 +1144,9 @@ class _CallPlayer:
         sim._var_set(c2, "__IVR_CHOICE", spec.ivr_choice)
         self.monitor_name = (f"{sim.recordings_dir}/{spec.ivr_choice}-{sim._filename_ts()}-{c2.uniqueid}")
         c2.priority = 5
-        pos, count = self._join()
+        c2.run("Queue", f"{self.queue},,,,")
         self.joined_at = sim.now()
+        pos, count = self._join()
         self.orig_pos = pos
         sim._emit("QueueCallerJoin", "agent,all", sim._snap(c2),
                   [("Queue", self.queue), ("Position", str(pos)), ("Count", str(count))])
@@ -770,6 +1185,8 @@ class _CallPlayer:
         inherited = [(n, v) for n, v in inherited if v]
         for a in agents:
             m1, m2 = sim._local_pair(a, "agents", c2.linkedid)
+            m1.run("AppQueue", "(Outgoing Line)")
+            m2.run("Wait", str(int(round(self.spec.ring_s))))
             legs[a] = (m1, m2)
             sim._newchannel(m1)
             sim._newchannel(m2)
@@ -843,6 +1260,8 @@ class _CallPlayer:
             sim._dial("DialEnd", c2, m1, [("DialStatus", "CANCEL")])
             sim._hangup(m1, 0)
         pos = self._position()
+        sim._qstats.setdefault(self.queue, {}).setdefault("abandoned", 0)
+        sim._qstats[self.queue]["abandoned"] += 1
         sim._emit("QueueCallerAbandon", "agent,all", sim._snap(c2), [
             ("Queue", self.queue), ("Position", str(pos)),
             ("OriginalPosition", str(self.orig_pos)), ("HoldTime", str(int(round(wait))))])
@@ -882,6 +1301,7 @@ class _CallPlayer:
         sim._newstate(m2, 6)
         sim._newstate(m1, 6)
         sim._dial("DialEnd", c2, m1, [("DialStatus", "ANSWER")])
+        m2.priority = _PRIO_TALK_CUT  # in Wait(TALKSECS) now (CoreShowChannels, trace 06)
         for _a, (l1, _l2) in losers:
             sim._dial("DialEnd", c2, l1, [("DialStatus", "CANCEL")])
             sim._dial("DialEnd", c2, l1, [("DialStatus", "CANCEL")])
@@ -904,6 +1324,8 @@ class _CallPlayer:
             l2.priority = _PRIO_RING_CUT
             sim._hangup(l2, 26)
         hold_time = str(int(round(hold)))
+        m2.run("Wait", str(int(round(spec.talk_s))))
+        sim._in_call.add((sim.interface(spec.agent), self.queue))
         sim._agent_event("AgentConnect", c2, m1, self.queue, spec.agent,
                          [("HoldTime", hold_time), ("RingTime", str(int(round(spec.ring_s))))])
         bridge = str(uuid.uuid4())
@@ -914,6 +1336,12 @@ class _CallPlayer:
         talk = str(int(round(spec.talk_s)))
 
         def complete(reason: str) -> None:
+            st = sim._qstats.setdefault(self.queue, {"completed": 0, "abandoned": 0,
+                                                     "holdtime": 0, "talktime": 0})
+            n = st["completed"] = st.get("completed", 0) + 1
+            st["holdtime"] = (st.get("holdtime", 0) * (n - 1) + int(hold_time)) // n
+            st["talktime"] = (st.get("talktime", 0) * (n - 1) + int(talk)) // n
+            sim._in_call.discard((sim.interface(spec.agent), self.queue))
             sim._calls_taken[spec.agent] = sim._calls_taken.get(spec.agent, 0) + 1
             sim._last_call[spec.agent] = int(sim.now())
             sim._agent_event("AgentComplete", c2, m1, self.queue, spec.agent,

@@ -85,6 +85,7 @@ class Call:
     rang_agents: tuple[str, ...] = ()  # agents rung, first ring order
     caller_uniqueid: str = ""  # the channel that joined the queue
     ringing: frozenset[str] = _EMPTY  # member uniqueids ringing now
+    close_reason: str = ""  # set when the tracker closed it itself (resync), e.g. "ended_while_disconnected"
 
     @property
     def ended(self) -> bool:
@@ -155,6 +156,38 @@ class CallTracker:
 
     def __len__(self) -> int:
         return len(self._calls)
+
+    # --- resync (cti/resync.py): after an AMI reconnect --------------------
+    def hung_up_uniqueids(self, linkedid: str) -> frozenset[str]:
+        """Channels of a live call already seen hanging up."""
+        return frozenset(self._gone.get(linkedid, ()))
+
+    def close_call(self, linkedid: str, reason: str, at: float, outcome: str | None = None) -> Call | None:
+        """End a live call whose Hangup was never seen (it ended while the AMI
+        link was down).  It moves to the recently-ended map, so a late event
+        for it is not counted as a new call."""
+        call = self._calls.get(linkedid)
+        if call is None:
+            return None
+        if outcome is None:
+            outcome = call.outcome or ("answered" if call.answered_at is not None else "")
+        new = replace(call, state=_ENDED, ended_at=at, close_reason=reason, outcome=outcome,
+                      channels=_EMPTY, ringing=_EMPTY)
+        self._finish(new)
+        return new
+
+    def adopt(self, call: Call) -> Call:
+        """Install ``call`` as the live state of its linkedid (a call found by
+        a resync, or a live call corrected from a snapshot)."""
+        if call.state is _ENDED:
+            self._finish(call)
+            return call
+        self._ended.pop(call.linkedid, None)
+        self._calls[call.linkedid] = call
+        gone = self._gone.get(call.linkedid)
+        if gone:
+            gone -= call.channels
+        return call
 
     # --- the one entry point --------------------------------------------
     def apply(self, event: DomainEvent | None) -> Call | None:

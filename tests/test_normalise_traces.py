@@ -29,6 +29,7 @@ from cti.events import (
     ChannelHungUp,
     ChannelLeftBridge,
     ChannelVariableSet,
+    OriginateResponded,
     UnknownEvent,
 )
 from cti.frame import Frame, FrameReader, _parse_slow, decode_frame_bytes, parse_frame
@@ -260,8 +261,10 @@ def test_response_frames_yield_none():
 
 def test_event_with_response_header_is_an_event():
     ev = normalise(frame_of(("Event", "OriginateResponse"), ("Response", "Failure")), 2.0)
-    assert isinstance(ev, UnknownEvent) and ev.name == "OriginateResponse"
-    assert ev.fields == (("Event", "OriginateResponse"), ("Response", "Failure"))
+    assert isinstance(ev, OriginateResponded) and ev.response == "Failure"
+    ev = normalise(frame_of(("Event", "UserEvent"), ("Response", "x")), 2.0)
+    assert isinstance(ev, UnknownEvent) and ev.name == "UserEvent"
+    assert ev.fields == (("Event", "UserEvent"), ("Response", "x"))
 
 
 def test_malformed_ints_become_zero_and_missing_fields_empty():

@@ -121,11 +121,22 @@ def build_draft_fields(req: DraftRequest) -> dict[str, Any]:
     }
 
 
-def validate_completion(data: Mapping[str, Any]) -> dict[str, Any]:
+AREA_CLASSES = ("town", "countryside", "remote")
+
+
+def validate_completion(data: Mapping[str, Any], categories: Any = None) -> dict[str, Any]:
     """Check what the agent sends when saving the order; return clean values.
 
     Mandatory: order type, contact phone, description; a repair also needs
-    an address (the crew must find the place)."""
+    an address (the crew must find the place).
+
+    Optional, only when sent: ``feeder``, ``village`` (text) and
+    ``area_class`` (town / countryside / remote) -- they override what the
+    customer record says.  With ``categories`` (a
+    :class:`tickets.categories.CategoryTree`, the full accept endpoint) a
+    complaint must carry a valid 3-level ``category``; the codes are returned
+    as ``category_l1..3``.  Without it (the screen-pop's save) the category
+    is chosen later, at the latest before dispatch."""
     errors: dict[str, str] = {}
     clean: dict[str, Any] = {}
     otype = str(data.get("order_type") or "").strip()
@@ -150,6 +161,31 @@ def validate_completion(data: Mapping[str, Any]) -> dict[str, Any]:
         errors.setdefault("description", "请填写诉求内容 / describe the matter")
     if otype == "repair" and not clean.get("address"):
         errors.setdefault("address", "报修须填写地址 / a repair needs an address")
+    for name in ("feeder", "village"):
+        if name in data:
+            raw = data.get(name) or ""
+            if not isinstance(raw, str):
+                errors[name] = "格式错误 / must be text"
+            elif len(raw.strip()) > MAX_SHORT:
+                errors[name] = f"过长(最多{MAX_SHORT}字)/ too long (max {MAX_SHORT})"
+            else:
+                clean[name] = raw.strip()
+    if data.get("area_class") not in (None, ""):
+        if data.get("area_class") not in AREA_CLASSES:
+            errors["area_class"] = "区域类别须为 城区/农村/偏远山区 / area_class must be town, countryside or remote"
+        else:
+            clean["area_class"] = data["area_class"]
+    if categories is not None and otype == "complaint":
+        raw = data.get("category")
+        if raw in (None, "", []):
+            errors["category"] = "投诉须选择三级分类 / a complaint needs a 3-level category"
+        else:
+            try:
+                path = categories.resolve(raw)
+            except ValueError as exc:
+                errors["category"] = getattr(exc, "errors", {}).get("category", str(exc))
+            else:
+                clean["category_l1"], clean["category_l2"], clean["category_l3"] = path.codes
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         errors["version"] = "缺少版本号 / version is required"

@@ -82,26 +82,55 @@ async def get_order(conn: asyncpg.Connection, order_id: int) -> dict[str, Any]:
     return _row(row)
 
 
-async def save_order(conn: asyncpg.Connection, order_id: int, clean: dict[str, Any]) -> dict[str, Any]:
+async def save_order(conn: asyncpg.Connection, order_id: int, clean: dict[str, Any], *,
+                     actor: str | None = None, now: datetime | None = None, workflow: Any = None,
+                     merge: bool = True, new_fault_reason: str = "") -> dict[str, Any]:
     """The agent completes and saves the draft: it becomes an accepted order
-    (受理).  Optimistic locking on ``version``."""
-    row = await conn.fetchrow(
-        f"""UPDATE work_orders SET order_type = $2, contact_name = $3, contact_phone = $4,
-                address = $5, transformer_area = $6, description = $7,
-                status = CASE WHEN status = 'draft' THEN 'accepted' ELSE status END,
-                version = version + 1, updated_at = now(), saved_at = now()
-            WHERE id = $1 AND version = $8 AND status IN ('draft', 'accepted')
-            RETURNING {_COLUMNS}""",
-        order_id, clean["order_type"], clean["contact_name"], clean["contact_phone"],
-        clean["address"], clean["transformer_area"], clean["description"], clean["version"])
-    if row is not None:
-        return _row(row)
-    current = await conn.fetchrow("SELECT status, version FROM work_orders WHERE id = $1", order_id)
-    if current is None:
-        raise OrderNotFound(order_id)
-    if current["status"] not in ("draft", "accepted"):
-        raise OrderNotEditable(current["status"])
-    raise StaleOrder(current["version"])
+    (受理).  Optimistic locking on ``version``.
+
+    Issue #5: the acceptance is recorded in ``work_order_events``
+    (``OrderAccepted``; a later edit ``OrderEdited``); a repair order is
+    checked against the known faults of its transformer area / feeder and
+    either attached to one (no second crew, ``CallerAttached``) or given its
+    dispatch and arrival deadlines -- see :meth:`tickets.workflow.Workflow.after_save`.
+    ``merge=False`` (with ``new_fault_reason``) is the agent's judgement that
+    it is a new fault.  Runs in a transaction (a savepoint inside the
+    caller's)."""
+    from .workflow import default_workflow
+
+    wf = workflow or default_workflow()
+    now = now or wf.now()
+    async with conn.transaction():
+        current = await conn.fetchrow(
+            "SELECT status, version, agent FROM work_orders WHERE id = $1 FOR NO KEY UPDATE", order_id)
+        if current is None:
+            raise OrderNotFound(order_id)
+        if current["status"] not in ("draft", "accepted"):
+            raise OrderNotEditable(current["status"])
+        if current["version"] != clean["version"]:
+            raise StaleOrder(current["version"])
+        row = await conn.fetchrow(
+            """UPDATE work_orders SET order_type = $2, contact_name = $3, contact_phone = $4,
+                    address = $5, transformer_area = $6, description = $7,
+                    status = CASE WHEN status = 'draft' THEN 'accepted' ELSE status END,
+                    feeder = coalesce($9, feeder), village = coalesce($10, village),
+                    area_class = coalesce($11, area_class),
+                    category_l1 = coalesce($12, category_l1), category_l2 = coalesce($13, category_l2),
+                    category_l3 = coalesce($14, category_l3),
+                    version = version + 1, updated_at = $15,
+                    saved_at = $15,
+                    accepted_at = CASE WHEN status = 'draft' THEN $15 ELSE accepted_at END
+                WHERE id = $1 AND version = $8
+                RETURNING *""",
+            order_id, clean["order_type"], clean["contact_name"], clean["contact_phone"],
+            clean["address"], clean["transformer_area"], clean["description"], clean["version"],
+            clean.get("feeder"), clean.get("village"), clean.get("area_class"),
+            clean.get("category_l1"), clean.get("category_l2"), clean.get("category_l3"), now)
+        await wf.after_save(conn, current["status"], row, actor=actor or current["agent"] or "agent", now=now,
+                            merge=merge, new_fault_reason=new_fault_reason,
+                            area_class_given=clean.get("area_class") is not None)
+        final = await conn.fetchrow(f"SELECT {_COLUMNS} FROM work_orders WHERE id = $1", order_id)
+    return _row(final)
 
 
 async def recent_orders(conn: asyncpg.Connection, *, customer_id: int | None, phone: str,
