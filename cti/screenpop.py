@@ -18,6 +18,7 @@ from .events import (AgentCalled, AgentCompleted, AgentConnected, AgentRingNoAns
 from .hub import Hub
 from .logs import get_logger
 from .phone import normalise_phone
+from .resync import CallResynced
 from .tracker import Call
 
 log = get_logger("hotline.screenpop")
@@ -95,18 +96,21 @@ class ScreenPopService:
             await self._withdraw(event.linkedid, "no_answer", agent=event.agent)
         elif call is not None and call.ended and isinstance(event, (ChannelHungUp, CallerAbandoned)):
             await self.on_call_ended(call)
+        elif isinstance(event, CallResynced) and call is not None and call.ended:
+            # the call ended while the AMI link was down
+            await self.on_call_ended(call, reason="ended_while_disconnected")
 
     async def on_agent_connected(self, event: AgentConnected) -> None:
         self.hub.publish(f"agent:{event.agent}", {"type": "call_state", "linkedid": event.linkedid,
                                                    "state": "connected"})
         await self._withdraw(event.linkedid, "answered_elsewhere", except_agent=event.agent)
 
-    async def on_call_ended(self, call: Call) -> None:
+    async def on_call_ended(self, call: Call, reason: str = "caller_hung_up") -> None:
         if call.agent:
             self.hub.publish(f"agent:{call.agent}", {"type": "call_state", "linkedid": call.linkedid,
                                                       "state": "ended", "outcome": call.outcome})
         if call.outcome != "answered":
-            await self._withdraw(call.linkedid, "caller_hung_up")
+            await self._withdraw(call.linkedid, reason)
 
     async def _withdraw(self, linkedid: str, reason: str, *, agent: str | None = None,
                         except_agent: str | None = None) -> None:

@@ -274,3 +274,41 @@ Cause-txt: Normal Clearing""")[0]
     assert tracker.apply(ev) is None  # no new call, no second end
     assert len(tracker) == 0 and [c.linkedid for c in tracker.recently_ended()] == ["5.1"]
     assert tracker.get("5.1").ended_at == 50.0
+
+
+async def test_draft_of_a_call_that_ended_while_disconnected_is_withdrawn(db_url):
+    import json
+
+    import aiohttp
+
+    async with running_service(db_url, ami_backoff_initial_s=0.05, ami_backoff_max_s=0.2) as svc, \
+            aiohttp.ClientSession() as http:
+        sim = svc.simulator
+        resync = svc.app[services_key]["resync"]
+        assert await _until(lambda: resync.runs >= 1)
+        async with http.ws_connect(f"{svc.base_url}/ws/agent/1004") as ws:
+            # rings 1004 for 40 virtual s (2 real s), then the caller gives up
+            task = asyncio.create_task(sim.place_call(CallSpec(
+                "13800138000", "张三", "enquiry", "", agent="", outcome="abandoned", ring_order=("1004",),
+                ring_s=40, wait_s=40, via_ivr=False)))
+            pop = None
+            while pop is None:
+                m = json.loads((await asyncio.wait_for(ws.receive(), 10)).data)
+                pop = m if m["type"] == "screen_pop" else None
+            sim.accepting = False
+            sim.drop_connections()
+            await asyncio.wait_for(task, 20)
+            sim.accepting = True
+            assert await _until(lambda: resync.runs >= 2, 10)
+            withdrawn = None
+            while withdrawn is None:
+                m = json.loads((await asyncio.wait_for(ws.receive(), 10)).data)
+                withdrawn = m if m["type"] == "screen_pop_withdrawn" else None
+    assert withdrawn["linkedid"] == pop["linkedid"]
+    assert withdrawn["reason"] == "ended_while_disconnected"
+    conn = await asyncpg.connect(db_url)
+    try:
+        status = await conn.fetchval("SELECT status FROM work_orders WHERE id = $1", pop["order"]["id"])
+    finally:
+        await conn.close()
+    assert status == "cancelled"

@@ -15,6 +15,7 @@
     answered_elsewhere: "该来电已由其他坐席接听,本工单已撤销 / answered by another agent, draft withdrawn",
     no_answer: "未接听,本工单已撤销 / not answered, draft withdrawn",
     caller_hung_up: "客户已挂机(未接通),本工单已撤销 / caller hung up before answer, draft withdrawn",
+    ended_while_disconnected: "与交换机的连接中断期间来电已结束,本工单已撤销 / call ended while the PBX link was down, draft withdrawn",
   };
 
   function setCallState(state) {
