@@ -49,6 +49,9 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
     from ivr.outage_web import add_outage_routes
 
     add_outage_routes(app, hook_timeout=10.0)
+    from tickets.routes import add_ticket_routes
+
+    tickets = add_ticket_routes(app)
 
     async def database_ctx(app: web.Application):
         embedded: EmbeddedPostgres | None = None
@@ -153,7 +156,26 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         yield
         manager.close()
 
-    app.cleanup_ctx.extend([database_ctx, ivr_ctx, demo_ctx, pipeline_ctx, ami_ctx, traffic_ctx])
+    async def tickets_worker_ctx(app: web.Application):
+        """Durable deadlines (SLA warnings and breaches) → supervisors' and agents' pages."""
+        from tickets.worker import start_deadline_worker
+
+        hub = app[hub_key]
+
+        def notify(alert) -> None:
+            alert = dict(alert)
+            hub.publish("supervisor", {"type": "sla_alert", **alert})
+            agent = alert.get("agent")
+            if agent:
+                hub.publish(f"agent:{agent}", {"type": "sla_alert", **alert})
+
+        worker = await start_deadline_worker(app[pool_key], notify, workflow=tickets.workflow,
+                                             messenger=tickets.messenger)
+        app[services_key]["deadline_worker"] = worker
+        yield
+        await worker.stop()
+
+    app.cleanup_ctx.extend([database_ctx, tickets_worker_ctx, ivr_ctx, demo_ctx, pipeline_ctx, ami_ctx, traffic_ctx])
 
     async def prompt_status(request: web.Request) -> web.Response:
         store = request.app[services_key].get("prompts")

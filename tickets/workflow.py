@@ -75,10 +75,6 @@ _ACTOR_COLUMN = {"OrderDispatched": "dispatched_by", "OrderTransferred": "dispat
 OPEN_FAULT_STATUSES = ("accepted", "dispatched", "in_progress")
 
 
-class StaleOrderError(RuntimeError):
-    pass
-
-
 def _jsonable(v: Any) -> Any:
     if isinstance(v, datetime):
         return v.isoformat()
