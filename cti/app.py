@@ -49,6 +49,10 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
     from ivr.outage_web import add_outage_routes
 
     add_outage_routes(app, hook_timeout=10.0)
+    from queues.wiring import install_wallboard, ivr_surge_hooks
+
+    wallboard_ctx = install_wallboard(app, cfg, services_key=services_key, pool_key=pool_key, hub_key=hub_key,
+                                      status_key=status_key, pipeline_key=pipeline_key, manager_key=manager_key)
     from tickets.routes import add_ticket_routes
 
     tickets = add_ticket_routes(app)
@@ -79,8 +83,11 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
 
         result = await customer_repo.import_customers_file(app[pool_key], DEMO_CUSTOMERS)
         log.info("demo_customers_loaded", customers=len(result.customers), errors=len(result.errors))
+        agi = app[services_key].get("agi")  # ivr_ctx runs first: calls go through the IVR
         sim = PbxSimulator(cfg.ami_host, cfg.ami_port, cfg.ami_username, cfg.ami_secret,
-                           speed=cfg.sim_speed, agents=demo.agents)
+                           speed=cfg.sim_speed, agents=demo.agents,
+                           agi_host=agi.host if agi is not None else None,
+                           agi_port=agi.port if agi is not None else None)
         port = await sim.start()
         app[status_key]["simulator_port"] = port
         app[services_key]["simulator"] = sim
@@ -121,7 +128,8 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         app[services_key]["prompts"] = store
         app[outage_hooks_key].append(outage_prompt_hook(store, app[pool_key]))
         server = await start_agi_server(cfg.agi_host, cfg.agi_port, db_decide(app[pool_key],
-                                        area_code=cfg.area_code or None), store, menu)
+                                        area_code=cfg.area_code or None), store, menu,
+                                        **ivr_surge_hooks(app, services_key=services_key, pool_key=pool_key))
         app[services_key]["agi"] = server
         app[status_key]["agi_port"] = server.port
         yield
@@ -152,6 +160,7 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         from .resync import install_resync
 
         app[services_key]["resync"] = install_resync(manager, pipeline)
+        app[services_key]["wallboard"].attach(manager, app[services_key]["resync"].live)
         manager.connect()
         yield
         manager.close()
@@ -164,10 +173,11 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
 
         def notify(alert) -> None:
             alert = dict(alert)
-            hub.publish("supervisor", {"type": "sla_alert", **alert})
+            msg = {**alert, "type": "sla_alert", "alert": alert.get("type", "")}
+            hub.publish("supervisor", msg)
             agent = alert.get("agent")
             if agent:
-                hub.publish(f"agent:{agent}", {"type": "sla_alert", **alert})
+                hub.publish(f"agent:{agent}", msg)
 
         worker = await start_deadline_worker(app[pool_key], notify, workflow=tickets.workflow,
                                              messenger=tickets.messenger)
@@ -175,7 +185,8 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         yield
         await worker.stop()
 
-    app.cleanup_ctx.extend([database_ctx, tickets_worker_ctx, ivr_ctx, demo_ctx, pipeline_ctx, ami_ctx, traffic_ctx])
+    app.cleanup_ctx.extend([database_ctx, tickets_worker_ctx, ivr_ctx, demo_ctx, pipeline_ctx, wallboard_ctx, ami_ctx,
+                            traffic_ctx])
 
     async def prompt_status(request: web.Request) -> web.Response:
         store = request.app[services_key].get("prompts")

@@ -287,6 +287,7 @@ class CallFlow:
             ChannelHungUp: self._on_hangup,
             OriginateResponded: self._on_originate_response,
         }
+        self.feed = self._make_feed(self._handlers)  # most AMI traffic: one dict miss
 
     # --- queries ------------------------------------------------------------
     def records(self) -> list[CallRecord]:
@@ -320,10 +321,22 @@ class CallFlow:
         return rec.freeze() if rec is not None else None
 
     def feed(self, event) -> None:
-        """:meth:`apply` without building the snapshot (the pipeline's path)."""
+        """:meth:`apply` without building the snapshot (the pipeline's path;
+        replaced per instance by a closure, see ``__init__``)."""
         handler = self._handlers.get(event.__class__)
         if handler is not None:
             handler(event)
+
+    @staticmethod
+    def _make_feed(handlers):
+        get = handlers.get
+
+        def feed(event) -> None:
+            handler = get(event.__class__)
+            if handler is not None:
+                handler(event)
+        feed.__doc__ = CallFlow.feed.__doc__
+        return feed
 
     # --- channel table --------------------------------------------------------
     def _chan(self, snap: ChannelSnapshot | None, create: bool = True) -> _Chan | None:
@@ -331,6 +344,15 @@ class CallFlow:
             return None
         uid = snap.uniqueid
         c = self._chans.get(uid) if uid else None
+        if c is not None and c.name == snap.channel:  # the usual case
+            if snap.caller_num:
+                c.num = snap.caller_num
+            if snap.caller_name:
+                c.cname = snap.caller_name
+            st = snap.state
+            if st and st != c.state:
+                self._set_state(c, st)
+            return c
         if c is None and snap.channel:
             u = self._by_name.get(snap.channel)
             if u is not None:

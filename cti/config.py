@@ -48,6 +48,16 @@ class Config:
     # domain
     recent_orders_limit: int = 5
     default_region: str = "CN"
+    # wallboard and surge mode (queues/, issue 6)
+    sl_threshold_s: int = 20  # service level: answered within this many seconds
+    # queues.conf wrapuptime per queue (Asterisk does not report it over AMI)
+    queue_wrapup_s: str = "repair=10,complaint=30,enquiry=5"
+    surge_on_waiting: int = 10  # surge on when this many callers wait (all queues) ...
+    surge_on_longest_wait_s: float = 120.0  # ... or someone has waited this long
+    surge_off_waiting: int = 3  # off again only when waiting <= this ...
+    surge_off_longest_wait_s: float = 45.0  # ... and longest wait <= this ...
+    surge_off_after_s: float = 60.0  # ... for this long ...
+    surge_min_on_s: float = 120.0  # ... and surge has been on at least this long
     # logging
     log_level: str = "INFO"
     log_json: bool | None = None  # None → JSON when stdout is not a TTY
@@ -135,6 +145,18 @@ def _validate(cfg: Config) -> None:
         bad("area_code", "a Chinese area code such as 0773")
     if cfg.recent_orders_limit < 0:
         bad("recent_orders_limit", "must be >= 0")
+    if not 1 <= cfg.sl_threshold_s <= 3600:
+        bad("sl_threshold_s", "must be 1..3600 seconds")
+    from queues.model import parse_wrapup, surge_settings_of
+
+    try:
+        parse_wrapup(cfg.queue_wrapup_s)
+    except ValueError as exc:
+        bad("queue_wrapup_s", f"expected queue=seconds,... ({exc})")
+    try:
+        surge_settings_of(cfg).check()
+    except ValueError as exc:
+        bad("surge_on_waiting", str(exc))
 
 
 def load_config(

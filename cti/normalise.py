@@ -6,6 +6,13 @@ tolerant of the AMI 1 shapes that are cheap to support (``UniqueID`` casing,
 no ``Linkedid``, ``Member``/``AgentCalled``/``DestinationChannel`` fields of
 the Asterisk 11 Agent* events).
 
+Call shapes (for :mod:`cti.callflow`): AMI 2 Newstate, NewCallerid,
+DialBegin/DialEnd, BridgeCreate/Enter/Leave/Destroy, LocalBridge,
+BlindTransfer, AttendedTransfer, Pickup, OriginateResponse, and their AMI 1
+forms (Dial SubEvent Begin/End, Bridge Link/Unlink, Transfer, Masquerade,
+Rename); their snapshots are light (identity, state, caller id).  UserEvent
+stays an :class:`UnknownEvent` with every header.
+
 Rules:
 
 * ``normalise`` never raises: malformed integers become 0, missing fields "",
@@ -156,15 +163,16 @@ def _make_snapshot(channel, uniqueid, linkedid, state, caller_num, caller_name, 
 
 
 _STATES = {str(i): i for i in range(11)}
+_LIGHT_KEYS = {p: keys[:6] for p, keys in _SNAP_KEYS.items()}
 
 
 def _light(d: dict[str, str], prefix: str = "") -> ChannelSnapshot:
     """The snapshot of a call-shape event (Newstate, Dial*, LocalBridge,
-    transfers...): identity, state and caller id -- no ChanVariable values, no
-    AMI 1 spelling fallbacks except ``UniqueID``.  Cheaper than
-    :func:`_snapshot`; these are a third of the modelled frames."""
-    (k_chan, k_uid, k_lid, k_state, k_num, k_name, k_cnum, k_cname, k_ctx, k_exten,
-     _k_vars) = _SNAP_KEYS[prefix]
+    transfers...): identity, state and caller id only -- no connected line,
+    context, exten or ChanVariable values, no AMI 1 spelling fallbacks except
+    ``UniqueID``.  Cheaper than :func:`_snapshot`; these are a third of the
+    modelled frames."""
+    k_chan, k_uid, k_lid, k_state, k_num, k_name = _LIGHT_KEYS[prefix]
     get = d.get
     uid = get(k_uid)
     if uid is None:
@@ -181,7 +189,7 @@ def _light(d: dict[str, str], prefix: str = "") -> ChannelSnapshot:
     return _make_snapshot(
         get(k_chan, ""), uid, lid, _int(state) if st is None else st,
         "" if not num or num == UNKNOWN else num, "" if not name or name == UNKNOWN else name,
-        _cid(get(k_cnum)), _cid(get(k_cname)), get(k_ctx, ""), get(k_exten, ""), ())
+        "", "", "", "", ())
 
 
 def _snapshot(
@@ -205,9 +213,14 @@ def _snapshot(
     num = get(k_num)
     if num is None:
         num = _lookup(d, k_num)  # AMI 1 CEL: CallerIDnum
+    state = get(k_state)
+    st = _STATES.get(state) if state else 0
+    name, cnum, cname = get(k_name), get(k_cnum), get(k_cname)
     return _make_snapshot(
-        get(k_chan, ""), uid, lid, _int(get(k_state)), _cid(num), _cid(get(k_name)),
-        _cid(get(k_cnum)), _cid(get(k_cname)), get(k_ctx, ""), get(k_exten, ""),
+        get(k_chan, ""), uid, lid, _int(state) if st is None else st,
+        num if num and num != UNKNOWN else "", name if name and name != UNKNOWN else "",
+        cnum if cnum and cnum != UNKNOWN else "", cname if cname and cname != UNKNOWN else "",
+        get(k_ctx, ""), get(k_exten, ""),
         # ChanVariable headers (repeats!) when there are any; the legacy
         # ``ChanVariable(<chan>)`` form only exists in AMI 1 (no Linkedid).
         # ``headers is None``: a call-shape event, whose variables nobody reads

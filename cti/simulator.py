@@ -11,7 +11,7 @@ sits in ``Queue()``; agents are queue members ``Local/<ext>@agents``.
 
 Emitted event types (a faithful subset of the capture; DeviceStateChange,
 Newexten, LocalBridge, NewConnectedLine, (Soft)HangupRequest,
-HangupHandler*, MusicOnHold*, AGIExec* and DTMF* are left out):
+HangupHandler* and MusicOnHold* are left out):
 
     FullyBooted, SuccessfulAuth, Newchannel, NewCallerid, Newstate, VarSet
     (IVR_CHOICE, __IVR_CHOICE, __CUSTOMER_ID, __OUTAGE_ID, MIXMONITOR_FILENAME),
@@ -19,6 +19,18 @@ HangupHandler*, MusicOnHold*, AGIExec* and DTMF* are left out):
     QueueMemberStatus, AgentRingNoAnswer, MixMonitorStart, QueueCallerLeave,
     AgentConnect, BridgeCreate, BridgeEnter, BridgeLeave, AgentComplete,
     MixMonitorStop, BridgeDestroy, Hangup, QueueCallerAbandon
+
+The IVR over FastAGI: with ``agi_host``/``agi_port`` set, a call with
+``via_ivr=True`` runs a real FastAGI session against that server
+(:class:`cti.agi_peer.AsteriskAgiPeer`, playing Asterisk's side as in traces
+01 and 11): the caller presses the keys of its :class:`CallSpec` (or hangs up
+mid-prompt), and the queue, CUSTOMER_ID and OUTAGE_ID are what the IVR set.
+On AMI this adds AGIExecStart/AGIExecEnd for every command, DTMFBegin/DTMFEnd
+for the keys and VarSet for every SET VARIABLE (``__IVR_NOTE`` included),
+field for field as in trace 01.  An unreachable or failing AGI server routes
+the call to ``enquiry`` with ``__IVR_NOTE=ivr-unavailable``, as the
+dialplan's fallback (asterisk-conf/extensions.conf) does.  Without an AGI
+server the IVR is skipped and the CallSpec's values are used, as before.
 
 Durations are virtual seconds; ``speed`` compresses them (``speed=100`` runs
 a 5 s talk in 50 ms) while HoldTime/RingTime/TalkTime keep virtual values.
@@ -40,9 +52,10 @@ import secrets
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
+from cti.agi_peer import AgiTranscript, AsteriskAgiPeer, agi_environment
 from cti.frame import FrameReader
 
 log = logging.getLogger(__name__)
@@ -68,6 +81,10 @@ _PRIO_TALK_CUT = 10     # Wait(TALKSECS) cut by the caller
 _PRIO_AGENT_HANGUP = 11  # Hangup() after talking
 _PRIO_RING_CUT = 8      # Wait(RINGSECS) cut (answered elsewhere)
 _PRIO_NOANSWER = 13     # Wait(120) in the noanswer branch
+
+# the IVR (ivr/menu.toml): the key for each queue; the dialplan's fallback queue
+IVR_KEYS = {"repair": "1", "complaint": "2", "enquiry": "3"}
+IVR_FALLBACK_QUEUE = "enquiry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +135,20 @@ class CallSpec:
     ``wait_s`` for answered calls is the time in queue before the first ring.
     ``via_ivr``: enter through ``Local/ivr@hotline`` (FastAGI menu) instead
     of the direct ``Local/<queue>@hotline`` entry.
+
+    With a FastAGI server configured on the simulator (``agi_port``), a
+    ``via_ivr`` call really goes through the IVR, and the IVR decides the
+    queue, CUSTOMER_ID and OUTAGE_ID (``customer_id``/``outage_id`` here are
+    then ignored; ``ivr_choice`` is what the caller means to choose):
+
+    * ``dtmf``: what the caller types for the first ``GET DATA`` prompts, in
+      order (``None``: no key, the prompt times out; ``""``: ``#`` alone);
+      afterwards every one-key prompt gets the key of ``ivr_choice`` (repair
+      1, complaint 2, enquiry 3) and an account-number prompt gets
+      ``account_no`` (default ``customer_id``; empty: ``#``, skip);
+    * ``ivr_hangup_at``: the caller hangs up during the n-th prompt (1-based,
+      STREAM FILE and GET DATA counted; 0: never) -- no queue, outcome
+      ``ivr_hangup``.
     """
 
     caller_num: str
@@ -133,6 +164,25 @@ class CallSpec:
     ring_order: tuple[str, ...] = ()
     via_ivr: bool = True
     ivr_s: float = 0.0
+    dtmf: tuple[str | None, ...] = ()
+    account_no: str | None = None
+    ivr_hangup_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IvrOutcome:
+    """What the FastAGI IVR did with a call (``PlacedCall.ivr``)."""
+
+    agi_status: str            # SUCCESS | HANGUP | FAILURE (Asterisk's AGISTATUS)
+    queue: str                 # "" when the caller hung up in the IVR
+    customer_id: str
+    outage_id: str
+    note: str
+    transcript: AgiTranscript
+
+    @property
+    def hung_up(self) -> bool:
+        return self.agi_status == "HANGUP"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +193,28 @@ class PlacedCall:
     linkedid: str
     channel: str
     queue: str
-    outcome: str
+    outcome: str   # answered | abandoned | caller_hangup | ivr_hangup
     agent: str | None  # who talked to the caller, if anyone
+    ivr: IvrOutcome | None = None  # set when the call went through the FastAGI IVR
+
+
+@dataclass(frozen=True, slots=True)
+class IvrMix:
+    """How random callers (:meth:`PbxSimulator.run_traffic`) behave in the IVR.
+
+    Shares of calls: ``wrong_key`` press a wrong key first, ``no_key`` let
+    the first prompt time out, ``hangup`` hang up during one of the first
+    ``hangup_within`` prompts, ``withheld`` call with a withheld number; of
+    the withheld callers, ``withheld_account`` type their account number
+    (the others press ``#``).  The queue mix is ``run_traffic``'s ``mix``.
+    """
+
+    wrong_key: float = 0.1
+    no_key: float = 0.05
+    hangup: float = 0.05
+    hangup_within: int = 3
+    withheld: float = 0.05
+    withheld_account: float = 0.7
 
 
 OUTCOMES = ("answered", "abandoned", "caller_hangup")
@@ -257,9 +327,26 @@ class PbxSimulator:
         recordings_dir: str = DEFAULT_RECORDINGS_DIR,
         auth_fail_delay: float = 1.0,
         seed: int | None = None,
+        agi_host: str | None = None,
+        agi_port: int | None = None,
+        agi_route: str = "ivr",
+        agi_timeout: float = 10.0,
+        ivr_prompt_s: float = 2.0,
+        ivr_key_s: float = 1.5,
     ) -> None:
+        """``agi_host``/``agi_port``: the FastAGI IVR that ``via_ivr`` calls go
+        through (``agi://host:port/<agi_route>``); None: no IVR dialogue.
+        ``agi_timeout``: real seconds to wait for the next AGI command.
+        ``ivr_prompt_s``/``ivr_key_s``: virtual seconds a STREAM FILE plays and
+        a caller takes to answer a GET DATA."""
         if speed <= 0:
             raise ValueError("speed must be > 0")
+        self.agi_host = agi_host or ("127.0.0.1" if agi_port else None)
+        self.agi_port = agi_port
+        self.agi_route = agi_route
+        self.agi_timeout = agi_timeout
+        self.ivr_prompt_s = ivr_prompt_s
+        self.ivr_key_s = ivr_key_s
         self.host = host
         self.port = port
         self.username = username
@@ -308,6 +395,10 @@ class PbxSimulator:
         self.originate_response_delay_s = 0.0  # virtual seconds before the Response
         self.originate_ring_s = 2.0
         self.originate_talk_s = 10.0
+
+    @property
+    def agi_enabled(self) -> bool:
+        return bool(self.agi_host and self.agi_port)
 
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
@@ -1015,13 +1106,18 @@ class PbxSimulator:
         talk_s: tuple[float, float] = (30.0, 240.0),
         wait_s: tuple[float, float] = (0.0, 20.0),
         outages: Mapping[str, str] | None = None,
+        ivr_mix: IvrMix | None = None,
     ) -> None:
         """Place random calls (Poisson arrivals) until cancelled.
 
         ``callers`` are ``(number, name, customer_id)``; ``agents`` limits the
         members used (default all).  An agent busy on a call is not rung
         until free; a call finding no free agent waits and abandons.
-        ``outages`` maps a customer_id to an OUTAGE_ID.
+        ``outages`` maps a customer_id to an OUTAGE_ID (without an IVR).
+        With a FastAGI IVR configured, every call goes through it: ``mix`` is
+        what the callers mean to choose, ``ivr_mix`` how they behave in the
+        IVR (wrong keys, no key, hang-ups, withheld numbers); the IVR decides
+        the queue, the customer and the outage.
         """
         mix = dict(mix or {"repair": 0.5, "complaint": 0.2, "enquiry": 0.3})
         callers = list(callers or [("13800138000", "张三", "3100012345")])
@@ -1053,6 +1149,8 @@ class PbxSimulator:
                     spec = CallSpec(num, name, queue, cust, outage, agent=agent, outcome=outcome,
                                     ring_s=rng.uniform(*ring_s), talk_s=rng.uniform(*talk_s),
                                     ring_order=ring_order)
+                if self.agi_enabled:
+                    spec = self._ivr_behaviour(spec, ivr_mix or IvrMix(), callers)
                 # reserve now, so that the next arrival does not pick them
                 self._reserve(ring_order)
                 t = asyncio.create_task(self._traffic_call(spec, ring_order))
@@ -1060,6 +1158,29 @@ class PbxSimulator:
                 t.add_done_callback(self._calls.discard)
         except asyncio.CancelledError:
             raise
+
+    def _ivr_behaviour(self, spec: CallSpec, m: IvrMix,
+                       callers: Sequence[tuple[str, str, str]]) -> CallSpec:
+        """Draw how one random caller behaves in the IVR (see :class:`IvrMix`)."""
+        rng = self.rng
+        num, name, account = spec.caller_num, spec.caller_name, spec.customer_id
+        dtmf: tuple[str | None, ...] = ()
+        if not num or rng.random() < m.withheld:
+            num, name = "", ""
+            if rng.random() < m.withheld_account:
+                known = [c[2] for c in callers if c[2]]
+                account = account or (rng.choice(known) if known else "")
+            else:
+                account = ""
+        else:
+            r = rng.random()
+            if r < m.wrong_key:
+                dtmf = (rng.choice("456789"),)
+            elif r < m.wrong_key + m.no_key:
+                dtmf = (None,)
+        hangup_at = rng.randint(1, max(1, m.hangup_within)) if rng.random() < m.hangup else 0
+        return replace(spec, caller_num=num, caller_name=name, customer_id=account, account_no=account,
+                       outage_id="", dtmf=dtmf, ivr_hangup_at=hangup_at)
 
     async def _traffic_call(self, spec: CallSpec, reserved: Sequence[str]) -> None:
         try:
@@ -1070,6 +1191,67 @@ class PbxSimulator:
             log.exception("simulated call failed")
         finally:
             self._release(reserved)
+
+
+class _SimAgiPeer(AsteriskAgiPeer):
+    """The Asterisk side of one call's FastAGI session, with the AMI events
+    Asterisk sends meanwhile (trace 01: AGIExecStart/End around every
+    command, the answer inside ANSWER, VarSet inside SET VARIABLE,
+    DTMFBegin/End inside GET DATA; trace 11: the phone half's Hangup inside
+    the prompt the caller hung up in)."""
+
+    def __init__(self, player: "_CallPlayer", env: bytes) -> None:
+        sim, spec = player.sim, player.spec
+        super().__init__(sim.agi_host or "127.0.0.1", sim.agi_port or 0, env, keys=spec.dtmf,
+                         default_key=player._default_key, hangup_at_play=spec.ivr_hangup_at or None,
+                         timeout=sim.agi_timeout)
+        self.player = player
+        self.sim = sim
+        self.answered = False
+
+    def get_variable(self, name: str) -> str | None:
+        c2 = self.player.c2
+        if name == "CALLERID(name)":
+            return None if c2.cid_name in ("", UNKNOWN) else c2.cid_name
+        if name == "CALLERID(num)":
+            return None if c2.cid_num in ("", UNKNOWN) else c2.cid_num
+        return c2.allvars.get(name.lstrip("_")) or None
+
+    async def on_start(self, command_id: int, command: str) -> None:
+        self.sim._emit("AGIExecStart", "agi,all", self.sim._snap(self.player.c2),
+                       [("CommandId", str(command_id)), ("Command", _clean(command))])
+
+    async def on_end(self, command_id: int, command: str, reply: str) -> None:
+        code, _, rest = reply.partition(" ")
+        if code == "200":
+            code, result = ("-1", "Failure") if rest.startswith("result=-1") else ("200", "Success")
+        else:
+            result = rest
+        self.sim._emit("AGIExecEnd", "agi,all", self.sim._snap(self.player.c2),
+                       [("CommandId", str(command_id)), ("Command", _clean(command)),
+                        ("ResultCode", code), ("Result", _clean(result))])
+
+    async def on_answer(self) -> None:
+        if not self.answered:
+            self.answered = True
+            self.player._answer_caller()
+
+    async def on_play(self, verb: str, path: str, max_digits: int) -> None:
+        await self.sim._sleep(self.sim.ivr_prompt_s if verb == "STREAM FILE" else self.sim.ivr_key_s)
+
+    async def on_dtmf(self, digits: str) -> None:
+        c2 = self.player.c2
+        for d in digits:
+            self.sim._emit("DTMFBegin", "dtmf,all", self.sim._snap(c2),
+                           [("Digit", d), ("Direction", "Received")])
+            self.sim._emit("DTMFEnd", "dtmf,all", self.sim._snap(c2),
+                           [("Digit", d), ("DurationMs", "250"), ("Direction", "Received")])
+
+    async def on_caller_hangup(self) -> None:
+        self.sim._hangup(self.player.c1, 0)
+
+    async def on_set_variable(self, name: str, value: str) -> None:
+        self.sim._var_set(self.player.c2, name, value)
 
 
 class _CallPlayer:
@@ -1084,6 +1266,12 @@ class _CallPlayer:
         self.entry = "ivr" if spec.via_ivr else spec.ivr_choice
         self.token = self  # what QueueStatus lists: self.c2, self.joined_at
         self.joined_at = sim.now()
+        # who answers and how the call ends; the IVR may change the queue,
+        # and with it the members rung (_replan)
+        self.agent = spec.agent
+        self.outcome = spec.outcome
+        self.wait_s = spec.wait_s
+        self.extra_reserved: set[str] = set()
 
     # helpers -----------------------------------------------------------------
     def _join(self) -> tuple[int, int]:
@@ -1109,19 +1297,34 @@ class _CallPlayer:
             w = self.sim._waiting.get(self.queue, [])
             if self.token in w:
                 w.remove(self.token)
+            self.sim._release(self.extra_reserved)
+            self.extra_reserved.clear()
 
     async def _run(self) -> PlacedCall:
         sim, spec = self.sim, self.spec
         c1, c2 = sim._local_pair(self.entry, "hotline", None)
         self.c1, self.c2 = c1, c2
         c1.run("Wait", "3600")
-        if spec.via_ivr:
+        agi = spec.via_ivr and sim.agi_enabled
+        if agi:
+            c2.run("AGI", f"agi://{sim.agi_host}:{sim.agi_port}/{sim.agi_route},{IVR_FALLBACK_QUEUE}")
+        elif spec.via_ivr:
             c2.run("AGI", "agi://127.0.0.1:4573/ivr")
         sim._newchannel(c1)
         sim._newchannel(c2)
         sim._dial("DialBegin", None, c1, [("DialString", f"{self.entry}@hotline")])
         cust = spec.customer_id or ("31000" + spec.caller_num[-5:])
-        if spec.via_ivr:
+        ivr: IvrOutcome | None = None
+        if agi:
+            # caller-setup derives a default CRM id; the IVR then sets the real one
+            self._caller_setup("31000" + spec.caller_num[-5:])
+            c2.at("hotline", "ivr", 3)
+            ivr = await self._run_ivr()
+            if ivr.hung_up:  # trace 11: the ;2 half goes once the AGI socket closed
+                sim._hangup(c2, 0)
+                return PlacedCall(c2.uniqueid, c2.linkedid, c2.name, "", "ivr_hangup", None, ivr)
+            self._replan(ivr.queue)
+        elif spec.via_ivr:
             # caller-setup derives a default CRM id; the IVR then sets the real one
             self._caller_setup("31000" + spec.caller_num[-5:])
             c2.at("hotline", "ivr", 3)
@@ -1141,8 +1344,8 @@ class _CallPlayer:
                 c2.priority = 5
                 sim._var_set(c2, "__OUTAGE_ID", spec.outage_id)
         c2.at("hotline", "enter-queue", 2)
-        sim._var_set(c2, "__IVR_CHOICE", spec.ivr_choice)
-        self.monitor_name = (f"{sim.recordings_dir}/{spec.ivr_choice}-{sim._filename_ts()}-{c2.uniqueid}")
+        sim._var_set(c2, "__IVR_CHOICE", self.queue)
+        self.monitor_name = (f"{sim.recordings_dir}/{self.queue}-{sim._filename_ts()}-{c2.uniqueid}")
         c2.priority = 5
         c2.run("Queue", f"{self.queue},,,,")
         self.joined_at = sim.now()
@@ -1150,13 +1353,81 @@ class _CallPlayer:
         self.orig_pos = pos
         sim._emit("QueueCallerJoin", "agent,all", sim._snap(c2),
                   [("Queue", self.queue), ("Position", str(pos)), ("Count", str(count))])
-        if spec.outcome == "abandoned":
+        if self.outcome == "abandoned":
             await self._abandon_flow()
             agent = None
         else:
             await self._answer_flow()
-            agent = spec.agent
-        return PlacedCall(c2.uniqueid, c2.linkedid, c2.name, self.queue, spec.outcome, agent)
+            agent = self.agent
+        return PlacedCall(c2.uniqueid, c2.linkedid, c2.name, self.queue, self.outcome, agent, ivr)
+
+    # the IVR over FastAGI ------------------------------------------------------
+    def _default_key(self, max_digits: int) -> str | None:
+        spec = self.spec
+        if max_digits > 1:  # the account-number prompt of a withheld/unknown caller
+            account = spec.account_no if spec.account_no is not None else spec.customer_id
+            return "".join(ch for ch in account if ch.isdigit())  # "" = '#': skip
+        return IVR_KEYS.get(spec.ivr_choice, "0")
+
+    async def _run_ivr(self) -> IvrOutcome:
+        sim, spec, c2 = self.sim, self.spec, self.c2
+        env = agi_environment(sim.agi_host or "127.0.0.1", sim.agi_port or 0, sim.agi_route,
+                              channel=c2.name, uniqueid=c2.uniqueid,
+                              callerid="" if c2.cid_num == UNKNOWN else c2.cid_num,
+                              calleridname="" if c2.cid_name == UNKNOWN else c2.cid_name,
+                              context=c2.context, extension=c2.exten, priority=c2.priority,
+                              args=(IVR_FALLBACK_QUEUE,))
+        peer = _SimAgiPeer(self, env)
+        t = await peer.call()
+        if t.caller_hung_up:
+            return IvrOutcome("HANGUP", "", c2.vars.get("CUSTOMER_ID", ""), c2.vars.get("OUTAGE_ID", ""),
+                              "", t)
+        if not peer.answered:  # [hotline-inbound] answers before AGI() in production
+            self._answer_caller()
+        status = "SUCCESS" if t.ok else "FAILURE"
+        note = t.variables.get("__IVR_NOTE", t.variables.get("IVR_NOTE", ""))
+        c2.priority = 5
+        if status != "SUCCESS":
+            log.warning("simulator: FastAGI IVR agi://%s:%s/%s failed for %s (%s); "
+                        "routing to %s like the dialplan", sim.agi_host, sim.agi_port, sim.agi_route,
+                        c2.uniqueid, t.failure, IVR_FALLBACK_QUEUE)
+            note = "ivr-unavailable"
+            sim._var_set(c2, "__IVR_NOTE", note)
+        choice = "".join(ch for ch in t.variables.get("IVR_CHOICE", "").lower() if "a" <= ch <= "z")
+        if choice not in sim.queues:
+            fallback = IVR_FALLBACK_QUEUE if IVR_FALLBACK_QUEUE in sim.queues else spec.ivr_choice
+            if status == "SUCCESS":
+                log.warning("simulator: IVR set no valid IVR_CHOICE (%r) for %s; routing to %s",
+                            t.variables.get("IVR_CHOICE"), c2.uniqueid, fallback)
+            if not note:
+                note = "no-valid-choice"
+                sim._var_set(c2, "__IVR_NOTE", note)
+            choice = fallback
+        return IvrOutcome(status, choice, c2.vars.get("CUSTOMER_ID", ""), c2.vars.get("OUTAGE_ID", ""),
+                          note, t)
+
+    def _replan(self, queue: str) -> None:
+        """The IVR chose ``queue``: ring members of that queue."""
+        sim = self.sim
+        if queue == self.queue:
+            return
+        log.info("simulator: IVR routed %s to %s (caller meant %s)", self.c2.uniqueid, queue, self.queue)
+        self.queue, self.qconf = queue, sim.queues[queue]
+        keep = [a for a in self.order if queue in sim.agents.get(a, {})]
+        if self.outcome != "abandoned" and self.agent not in keep:
+            free = [a for a in sim.free_agents(queue) if a not in keep]
+            sim.rng.shuffle(free)
+            if free:
+                self.agent = free[0]
+                sim._reserve([self.agent])
+                self.extra_reserved.add(self.agent)
+                keep.append(self.agent)
+            else:  # nobody free in that queue: the caller waits and gives up
+                self.outcome = "abandoned"
+                self.wait_s = max(self.wait_s, 10.0)
+        if self.outcome != "abandoned" and self.qconf.strategy != "ringall":
+            keep = [self.agent]
+        self.order = tuple(keep)
 
     def _caller_setup(self, cust: str) -> None:
         sim, c2, spec = self.sim, self.c2, self.spec
@@ -1231,7 +1502,7 @@ class _CallPlayer:
 
     async def _abandon_flow(self) -> None:
         sim, spec, c1, c2 = self.sim, self.spec, self.c1, self.c2
-        wait = spec.wait_s
+        wait = self.wait_s
         t = 0.0
         ringing: dict[str, tuple[_Chan, _Chan]] = {}
         groups = self._groups()
@@ -1276,26 +1547,26 @@ class _CallPlayer:
 
     async def _answer_flow(self) -> None:
         sim, spec, c1, c2 = self.sim, self.spec, self.c1, self.c2
-        hold = spec.wait_s
-        await sim._sleep(spec.wait_s)
+        hold = self.wait_s
+        await sim._sleep(self.wait_s)
         if self.qconf.strategy == "ringall":
             group = self.order
         else:
             # members before the answering agent ring out unanswered
             for a in self.order:
-                if a == spec.agent:
+                if a == self.agent:
                     break
                 legs = self._ring((a,))
                 await sim._sleep(self.qconf.ring_timeout_s)
                 self._no_answer(legs, self.qconf.ring_timeout_s)
                 await sim._sleep(self.qconf.retry_s)
                 hold += self.qconf.ring_timeout_s + self.qconf.retry_s
-            group = (spec.agent,)
+            group = (self.agent,)
         legs = self._ring(group)
         await sim._sleep(spec.ring_s)
         hold += spec.ring_s
-        m1, m2 = legs[spec.agent]
-        losers = [(a, l) for a, l in legs.items() if a != spec.agent]
+        m1, m2 = legs[self.agent]
+        losers = [(a, l) for a, l in legs.items() if a != self.agent]
         # the agent answers
         m2.priority = _PRIO_ANSWER
         sim._newstate(m2, 6)
@@ -1325,8 +1596,8 @@ class _CallPlayer:
             sim._hangup(l2, 26)
         hold_time = str(int(round(hold)))
         m2.run("Wait", str(int(round(spec.talk_s))))
-        sim._in_call.add((sim.interface(spec.agent), self.queue))
-        sim._agent_event("AgentConnect", c2, m1, self.queue, spec.agent,
+        sim._in_call.add((sim.interface(self.agent), self.queue))
+        sim._agent_event("AgentConnect", c2, m1, self.queue, self.agent,
                          [("HoldTime", hold_time), ("RingTime", str(int(round(spec.ring_s))))])
         bridge = str(uuid.uuid4())
         sim._bridge("BridgeCreate", bridge, 0)
@@ -1341,10 +1612,10 @@ class _CallPlayer:
             n = st["completed"] = st.get("completed", 0) + 1
             st["holdtime"] = (st.get("holdtime", 0) * (n - 1) + int(hold_time)) // n
             st["talktime"] = (st.get("talktime", 0) * (n - 1) + int(talk)) // n
-            sim._in_call.discard((sim.interface(spec.agent), self.queue))
-            sim._calls_taken[spec.agent] = sim._calls_taken.get(spec.agent, 0) + 1
-            sim._last_call[spec.agent] = int(sim.now())
-            sim._agent_event("AgentComplete", c2, m1, self.queue, spec.agent,
+            sim._in_call.discard((sim.interface(self.agent), self.queue))
+            sim._calls_taken[self.agent] = sim._calls_taken.get(self.agent, 0) + 1
+            sim._last_call[self.agent] = int(sim.now())
+            sim._agent_event("AgentComplete", c2, m1, self.queue, self.agent,
                              [("HoldTime", hold_time), ("TalkTime", talk), ("Reason", reason)])
 
         def stop_member_recording() -> None:
@@ -1360,14 +1631,14 @@ class _CallPlayer:
                 sim._emit("MixMonitorStop", "call,all", sim._snap(c2))
                 c2.at(*back)
 
-        if spec.outcome == "answered":  # trace 01: the agent hangs up
+        if self.outcome == "answered":  # trace 01: the agent hangs up
             m2.priority = _PRIO_AGENT_HANGUP
             sim._hangup(m2, 16)
             sim._bridge("BridgeLeave", bridge, 1, m1)
             complete("agent")
             stop_member_recording()
             sim._hangup(m1, 16)
-            sim._member_status(spec.agent, 1)
+            sim._member_status(self.agent, 1)
             sim._bridge("BridgeLeave", bridge, 0, c2)
             stop_caller_recording()
             sim._hangup(c1, 16)
@@ -1385,12 +1656,14 @@ class _CallPlayer:
             sim._hangup(m1, 16)
             stop_caller_recording()
             sim._hangup(c2, 16)
-            sim._member_status(spec.agent, 1)
+            sim._member_status(self.agent, 1)
 
 
 # ---------------------------------------------------------------------- CLI
 async def _amain(args: argparse.Namespace) -> None:
-    sim = PbxSimulator(args.host, args.port, args.username, args.secret, speed=args.speed)
+    agi_host, _, agi_port = (args.agi or "").rpartition(":")
+    sim = PbxSimulator(args.host, args.port, args.username, args.secret, speed=args.speed,
+                       agi_host=agi_host or None, agi_port=int(agi_port) if agi_port else None)
     port = await sim.start()
     print(f"PBX simulator (AMI) on {args.host}:{port} user={args.username}", flush=True)
     traffic = None
@@ -1415,6 +1688,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="time compression factor")
     p.add_argument("--rate", type=float, default=6.0, help="random calls per minute (0: none)")
     p.add_argument("--abandon-ratio", type=float, default=0.15)
+    p.add_argument("--agi", metavar="HOST:PORT", default="",
+                   help="FastAGI IVR to run the calls through (e.g. 127.0.0.1:4573); default: no IVR dialogue")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):

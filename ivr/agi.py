@@ -58,18 +58,35 @@ from panoramisk import fast_agi
 
 from cti.logs import get_logger
 from cti.phone import normalise_phone
-from ivr.menu import (Ask, Decision, IvrState, LookupAccount, Menu, Route, Say, account_resolved,
-                      as_decision, begin, next_step)
+from ivr.menu import (Ask, Callback, Decision, IvrState, LookupAccount, Menu, Route, Say, account_resolved,
+                      as_decision, begin, callback_failed, next_step)
 
 __all__ = [
     "AgiError", "AgiHangup", "AgiProtocolError", "AgiReply", "parse_reply", "AgiChannel",
     "HotlineAgiApplication", "IvrHandler", "AgiServer", "start_agi_server", "db_decide",
-    "Decide", "Prompts",
+    "Decide", "Prompts", "CallbackRequest", "SurgeCheck", "OnCallback",
 ]
 
 log = get_logger("ivr.agi")
 
 Decide = Callable[[str | None, str | None], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRequest:
+    """Surge mode: a caller asked for a callback (see :class:`ivr.menu.Callback`)."""
+
+    queue: str                  # the menu choice (work-order type)
+    caller_num: str | None      # normalised national number, None if unusable
+    raw_callerid: str
+    customer_id: str | None     # account number (户号) when known
+    outage_id: str | None
+    uniqueid: str
+
+
+# surge_active() -> bool; on_callback(request) -> awaitable (e.g. the order number)
+SurgeCheck = Callable[[], bool]
+OnCallback = Callable[[CallbackRequest], Awaitable[Any]]
 
 
 class Prompts(Protocol):
@@ -386,12 +403,57 @@ class IvrHandler:
     """The ``ivr`` route: caller -> decision -> announcement/menu -> channel variables."""
 
     def __init__(self, decide: Decide, prompts: Prompts, menu: Menu, *,
-                 decide_timeout: float = 2.0, prompt_wait: float = 3.0) -> None:
+                 decide_timeout: float = 2.0, prompt_wait: float = 3.0,
+                 surge_active: SurgeCheck | None = None, on_callback: OnCallback | None = None,
+                 callback_timeout: float = 3.0) -> None:
         self.decide = decide
         self.prompts = prompts
         self.menu = menu
         self.decide_timeout = decide_timeout
         self.prompt_wait = prompt_wait
+        # surge mode hook (queues/): asked once per call, at its start
+        self.surge_active = surge_active
+        self.on_callback = on_callback
+        self.callback_timeout = callback_timeout
+
+    def _surge(self) -> bool:
+        if self.surge_active is None or self.on_callback is None:
+            return False
+        try:
+            return bool(self.surge_active())
+        except Exception:  # noqa: BLE001 -- never keep a caller from the menu
+            log.exception("ivr_surge_check_failed")
+            return False
+
+    async def _callback(self, ch: AgiChannel, action: Callback, state: IvrState, caller_num: str | None,
+                        raw_num: str) -> Route | None:
+        """Create the callback order; ``None`` when done (the caller is told
+        and the dialplan hangs up), else the :class:`Route` to queue after all."""
+        assert self.on_callback is not None
+        req = CallbackRequest(queue=action.queue, caller_num=caller_num, raw_callerid=raw_num[:40],
+                              customer_id=action.customer_id, outage_id=action.outage_id,
+                              uniqueid=ch.headers.get("agi_uniqueid", ""))
+        try:
+            ref = await asyncio.wait_for(self.on_callback(req), self.callback_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- the caller queues instead
+            log.error("ivr_callback_failed", queue=action.queue, error=f"{type(e).__name__}: {e}"[:300])
+            r = await ch.stream_file(await self._playback(Say(self.menu.prompt("callback_failed"),
+                                                              "callback_failed")))
+            if r.failed:
+                log.warning("ivr_prompt_not_played", prompt="callback_failed", reply=r.line)
+            return callback_failed(state)[1]
+        log.info("ivr_callback_requested", queue=action.queue, customer_id=action.customer_id,
+                 order_no=str(ref or ""))
+        await ch.set_variable("IVR_CHOICE", action.queue)
+        await ch.set_variable("__CUSTOMER_ID", _token(action.customer_id))
+        await ch.set_variable("__OUTAGE_ID", _token(action.outage_id))
+        await ch.set_variable("IVR_CALLBACK", "1")
+        await ch.set_variable("__IVR_NOTE", f"回拨请求 {_token(str(ref or ''))}".strip())
+        await ch.stream_file(await self._playback(Say(self.menu.prompt("callback_done"), "callback_done")))
+        await ch.verbose(f"IVR callback requested choice={action.queue}")
+        return None
 
     async def _lookup(self, caller_num: str | None, account_no: str | None) -> Decision | None:
         try:
@@ -438,10 +500,20 @@ class IvrHandler:
             log.info("ivr_call_started", caller_num=caller_num, caller_name=asterisk_name or caller_name,
                      customer_id=decision.customer_id if decision else None,
                      outage_id=decision.outage_id if decision else None)
-            state, action = begin(self.menu, decision or Decision(), ask_account=decision is not None)
+            surge = self._surge()
+            if surge:
+                log.info("ivr_surge_mode", caller_num=caller_num)
+            state, action = begin(self.menu, decision or Decision(), ask_account=decision is not None,
+                                  surge=surge)
             if state.phase == "outage":
                 log.info("ivr_outage_announced", outage_id=state.decision.outage_id)
             while not isinstance(action, Route):
+                if isinstance(action, Callback):
+                    routed = await self._callback(ch, action, state, caller_num, raw_num)
+                    if routed is None:
+                        return
+                    action = routed
+                    continue
                 if isinstance(action, LookupAccount):
                     account_no = action.account_no
                     found = await self._lookup(None, account_no)
@@ -545,7 +617,8 @@ class AgiServer:
 async def start_agi_server(host: str, port: int, decide: Decide, prompts: Prompts, menu: Menu, *,
                            routes: tuple[str, ...] = ("ivr",), decide_timeout: float = 2.0, prompt_wait: float = 3.0,
                            env_timeout: float = 5.0, reply_timeout: float = 30.0,
-                           play_timeout: float = 300.0) -> AgiServer:
+                           play_timeout: float = 300.0, surge_active: SurgeCheck | None = None,
+                           on_callback: OnCallback | None = None) -> AgiServer:
     """Listen for FastAGI on ``host:port`` (``port=0``: any free port, see ``.port``).
 
     ``decide(caller_num, account_no)`` -> awaitable decision (an
@@ -555,7 +628,8 @@ async def start_agi_server(host: str, port: int, decide: Decide, prompts: Prompt
     """
     app = HotlineAgiApplication(env_timeout=env_timeout, reply_timeout=reply_timeout,
                                 play_timeout=play_timeout)
-    ivr = IvrHandler(decide, prompts, menu, decide_timeout=decide_timeout, prompt_wait=prompt_wait)
+    ivr = IvrHandler(decide, prompts, menu, decide_timeout=decide_timeout, prompt_wait=prompt_wait,
+                     surge_active=surge_active, on_callback=on_callback)
     for route in routes:
         app.add_route(route, ivr.__call__)
     server = await asyncio.start_server(app.handler, host, port)

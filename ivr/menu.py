@@ -39,8 +39,8 @@ from typing import Any, Literal, Mapping
 __all__ = [
     "DEFAULT_MENU_PATH", "MenuError", "KeyOption", "AccountSettings", "Menu",
     "load_menu", "parse_menu", "Decision", "as_decision",
-    "Say", "Ask", "LookupAccount", "Route", "Action", "IvrState",
-    "begin", "next_step", "account_resolved",
+    "Say", "Ask", "LookupAccount", "Route", "Callback", "Action", "IvrState",
+    "begin", "next_step", "account_resolved", "callback_failed", "CALLBACK_KEY", "SURGE_PROMPTS",
 ]
 
 DEFAULT_MENU_PATH = Path(__file__).with_name("menu.toml")
@@ -49,6 +49,14 @@ DTMF_KEYS = frozenset("0123456789*")     # '#' ends GET DATA, it cannot be a men
 REQUIRED_PROMPTS = ("greeting", "menu", "invalid", "no_input", "outage_other",
                     "outage_generic", "account_request", "account_invalid")
 REQUIRED_NOTES = ("no_input", "invalid_input", "too_many_repeats", "account_not_found")
+# surge mode (queues/ issue 6): optional in a menu file, these are the defaults
+SURGE_PROMPTS = {
+    "surge_notice": "当前来电较多。如您是反映停电，我们已经知晓，抢修人员正在处理，请您耐心等待恢复供电。",
+    "surge_offer": "目前排队等候的客户较多。如需我们稍后给您回电，请按9；继续等待人工服务，请按其他键。",
+    "callback_done": "已为您登记回拨，我们会尽快给您回电，请挂机。",
+    "callback_failed": "回拨登记未成功，正在为您转接人工服务，请稍候。",
+}
+CALLBACK_KEY = "9"
 MAX_PROMPT_CHARS = 500
 _QUEUE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}\Z")
 _TOP_LEVEL = {"version", "queues", "tries", "max_repeats", "timeout_ms", "default_queue",
@@ -92,6 +100,8 @@ class Menu:
     version: int = 1
 
     def prompt(self, name: str) -> str:
+        if name not in self.prompts and name in SURGE_PROMPTS:
+            return SURGE_PROMPTS[name]
         return self.prompts[name]
 
     def static_prompts(self) -> dict[str, str]:
@@ -326,7 +336,19 @@ class Route:
     key: str | None = None
 
 
-Action = Ask | LookupAccount | Route
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """Surge mode: the caller pressed 9 for a callback instead of waiting.
+    Create the callback work order, then play ``callback_done`` (or
+    ``callback_failed`` and route to ``queue`` as a :class:`Route`)."""
+
+    queue: str                   # the menu choice: the work order's type
+    customer_id: str | None
+    outage_id: str | None
+    key: str | None = None
+
+
+Action = Ask | LookupAccount | Route | Callback
 
 
 @dataclass(frozen=True)
@@ -339,18 +361,25 @@ class IvrState:
     greeted: bool = False
     notes: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()  # what was typed, for the log ('-' = no key)
+    surge: bool = False           # surge mode: notice first, callback offered
+    chosen: str | None = None     # surge: the queue chosen before the callback offer
+    chosen_key: str | None = None
 
 
 # -- transitions ------------------------------------------------------------------
 
 def begin(menu: Menu, decision: Decision | Any = None, *,
-          ask_account: bool = True) -> tuple[IvrState, Action]:
+          ask_account: bool = True, surge: bool = False) -> tuple[IvrState, Action]:
     """First action for a caller whose lookup gave ``decision``.
 
     ``ask_account=False`` skips the account-number phase for an unidentified
-    caller (use it when the lookup itself failed: asking would not help)."""
+    caller (use it when the lookup itself failed: asking would not help).
+
+    ``surge=True`` (surge mode, see ``queues/``): every caller hears the
+    ``surge_notice`` (outage first) right after the greeting, and after
+    choosing a queue is offered a callback (``9``) instead of waiting."""
     d = as_decision(decision)
-    state = IvrState(menu=menu, decision=d)
+    state = IvrState(menu=menu, decision=d, surge=surge)
     if d.announcement:
         return _outage(state, "start")
     if not d.identified and menu.account.enabled and ask_account:
@@ -379,10 +408,22 @@ def next_step(state: IvrState, digits: str | None) -> tuple[IvrState, Action]:
             return replace(state, phase="account_lookup"), LookupAccount(digits)
         return _account_failed(state, "no_input" if digits is None else "invalid")
 
+    if state.phase == "callback_offer":
+        d = state.decision
+        if (digits or "")[:1] == CALLBACK_KEY:
+            return replace(state, phase="callback"), Callback(
+                queue=state.chosen or menu.default_queue, customer_id=d.customer_id, outage_id=d.outage_id,
+                key=state.chosen_key)
+        return _route(state, state.chosen or menu.default_queue, "key", key=state.chosen_key)
+
     if state.phase == "menu":
         key = (digits or "")[:1]
         opt = menu.keys.get(key) if digits else None
         if opt is not None and opt.action == "route":
+            if state.surge:
+                state = replace(state, phase="callback_offer", chosen=opt.queue, chosen_key=key)
+                return state, Ask((Say(menu.prompt("surge_offer"), "surge_offer"),), max_digits=1,
+                                  timeout_ms=menu.timeout_ms, phase="callback_offer", reason="surge")
             return _route(state, opt.queue, "key", key=key)   # type: ignore[arg-type]
         if opt is not None and opt.action == "repeat":
             if state.repeats >= menu.max_repeats:
@@ -424,7 +465,17 @@ def _repeat_key(menu: Menu, key: str) -> bool:
 def _greet(state: IvrState, prompts: tuple[Say, ...]) -> tuple[IvrState, tuple[Say, ...]]:
     if state.greeted:
         return state, prompts
-    return replace(state, greeted=True), (Say(state.menu.prompt("greeting"), "greeting"),) + prompts
+    first: tuple[Say, ...] = (Say(state.menu.prompt("greeting"), "greeting"),)
+    if state.surge:   # outage first, to every caller
+        first += (Say(state.menu.prompt("surge_notice"), "surge_notice"),)
+    return replace(state, greeted=True), first + prompts
+
+
+def callback_failed(state: IvrState) -> tuple[IvrState, Route]:
+    """The callback order could not be created: the caller waits in the
+    queue after all (``callback_failed`` is played by the caller)."""
+    return _route(state, state.chosen or state.menu.default_queue, "callback_failed",
+                  key=state.chosen_key)
 
 
 _PRESS_1 = re.compile(r"请按\s*(1|一)")

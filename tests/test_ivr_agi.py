@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shlex
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from cti.agi_peer import AsteriskAgiPeer
 from ivr.agi import AgiProtocolError, parse_reply, start_agi_server
 from ivr.menu import Decision, load_menu
 from ivr.tts import check_wav, store_for_menu
@@ -27,7 +27,6 @@ ANNOUNCEMENT = "您好，您所在的城关镇东街台区因10千伏城关线�
 # the fake lookup: phone -> account; accounts inside the outage area
 PHONES = {"13800138000": "3100012345", "13900139000": "3100054321"}
 IN_OUTAGE = {"3100012345": "OUT-20261122-0042"}
-HANG = "HANGUP\n511 Command Not Permitted on a dead channel or intercept routine\n"
 
 
 class FakeLookup:
@@ -107,7 +106,8 @@ class Session:
 
 
 class Asterisk:
-    """Answers FastAGI commands the way Asterisk 22 does."""
+    """Answers FastAGI commands the way Asterisk 22 does (cti.agi_peer), and
+    names the prompts it is asked to play."""
 
     def __init__(self, port: int, store, *, keys=(), name: str | None = "张三",
                  hangup_at_play: int | None = None, close_at: str | None = None,
@@ -123,61 +123,20 @@ class Asterisk:
         self.names = {str(store.path_for(t).with_suffix("")): n for n, t in MENU.prompts.items()}
         self.names[str(store.path_for(ANNOUNCEMENT).with_suffix(""))] = "announcement"
 
-    def _play(self, s: Session, path: str) -> None:
-        s.played.append(self.names.get(path, path))
-        try:
-            check_wav(path + ".wav")
-        except Exception as e:  # noqa: BLE001
-            s.bad_files.append(f"{path}: {e}")
-
     async def call(self) -> Session:
-        s = Session()
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        writer.write(self.env)
-        await writer.drain()
-        dead = hangup_sent = False
-        plays = 0
-        while True:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            if not line:                    # the server half-closed: Asterisk says HANGUP, closes
-                s.got_eof = True
-                writer.write(b"HANGUP\n")
-                break
-            cmd = line.decode("utf-8").rstrip("\n")
-            s.commands.append(cmd)
-            verb = " ".join(cmd.split()[:2])
-            if self.close_at and cmd.startswith(self.close_at):
-                break
-            if dead and not cmd.startswith("VERBOSE"):
-                out = HANG if not hangup_sent else HANG.split("\n", 1)[1]
-                hangup_sent = True
-            elif cmd == "ANSWER":
-                out = "200 result=0\n"
-            elif verb == "GET VARIABLE":
-                out = f"200 result=1 ({self.name})\n" if self.name is not None else "200 result=0\n"
-            elif verb in ("STREAM FILE", "GET DATA"):
-                plays += 1
-                self._play(s, cmd.split()[2])
-                if self.hangup_at_play == plays:
-                    dead = True
-                    out = "200 result=-1 endpos=28000\n"
-                elif verb == "STREAM FILE":
-                    out = "200 result=0 endpos=16000\n"
-                else:
-                    await asyncio.sleep(self.slow_get_data)
-                    key = self.keys.pop(0) if self.keys else None
-                    out = ("200 result= (timeout)\n" if key is None else f"200 result={key}\n")
-            elif verb == "SET VARIABLE":
-                _, _, name, value = shlex.split(cmd)
-                s.variables[name] = value
-                out = "200 result=1\n"
-            elif cmd.startswith("VERBOSE"):
-                out = "200 result=1\n"
-            else:
-                out = "510 Invalid or unknown command\n"
-            writer.write(out.encode("utf-8"))
-            await writer.drain()
-        writer.close()
+        peer = AsteriskAgiPeer("127.0.0.1", self.port, self.env, keys=self.keys, caller_name=self.name,
+                               hangup_at_play=self.hangup_at_play, close_at=self.close_at,
+                               slow_get_data=self.slow_get_data)
+        t = await peer.call()
+        if t.failure and "within" in t.failure:
+            raise asyncio.TimeoutError(t.failure)
+        s = Session(commands=t.commands, variables=t.variables, got_eof=t.got_eof)
+        for path in t.played:
+            s.played.append(self.names.get(path, path))
+            try:
+                check_wav(path + ".wav")
+            except Exception as e:  # noqa: BLE001
+                s.bad_files.append(f"{path}: {e}")
         return s
 
 

@@ -170,3 +170,33 @@ async def cancel_drafts(conn: asyncpg.Connection, linkedid: str, *, agent: str |
            RETURNING agent""",
         linkedid, agent, except_agent)
     return [r["agent"] for r in rows]
+
+
+CALLBACK_REQUEST_NOTE = "回拨请求 callback requested"
+
+
+async def create_callback_request(conn: asyncpg.Connection, *, order_type: str, ivr_choice: str,
+                                  caller_num: str, caller_num_norm: str, account_no: str = "",
+                                  outage_id: str = "", note: str = CALLBACK_REQUEST_NOTE) -> dict[str, Any]:
+    """A caller asked the IVR for a callback instead of waiting (surge mode):
+    a draft order with no agent yet, typed by the IVR choice, the caller's
+    number as contact phone and the customer filled in when the account
+    number is known.  Not tied to a ``calls`` row (the caller never queued)."""
+    cust = None
+    if account_no:
+        cust = await conn.fetchrow(
+            "SELECT id, account_no, name, address, transformer_area FROM customers WHERE account_no = $1",
+            account_no)
+    snapshot = dict(cust) if cust is not None else {}
+    order_no = await next_order_no(conn)
+    row = await conn.fetchrow(
+        f"""INSERT INTO work_orders (order_no, status, order_type, ivr_choice, caller_num, caller_num_norm,
+                customer_id, customer_snapshot, contact_name, contact_phone, address, transformer_area,
+                description, outage_id)
+            VALUES ($1, 'draft', $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13)
+            RETURNING {_COLUMNS}""",
+        order_no, order_type, ivr_choice, caller_num[:64], caller_num_norm, cust["id"] if cust else None,
+        json.dumps(snapshot, ensure_ascii=False, default=str), cust["name"] if cust else "",
+        caller_num_norm or caller_num[:32], cust["address"] if cust else "",
+        cust["transformer_area"] if cust else "", note, outage_id[:64])
+    return _row(row)

@@ -450,4 +450,7 @@ def add_ticket_routes(app: web.Application, *, settings: TicketSettings | None =
     r.add_get("/api/tickets/stats/complaints", complaints)
     r.add_get("/api/tickets/knowledge", knowledge)
     r.add_get("/api/tickets/knowledge/{slug}", knowledge_article)
+    from .pages import add_ticket_pages
+
+    add_ticket_pages(app)   # the HTML pages (/orders, /callbacks, /department, /knowledge)
     return svc

@@ -85,6 +85,7 @@
     $("pop-withdrawn").hidden = true;
     current = pop.order;
     fillForm(current);
+    announce(current);
     $("save-result").textContent = "";
   }
 
@@ -103,6 +104,13 @@
     form.dataset.orderId = String(o.id);
   }
 
+  // the order panel (agent-orders.js) hears about the order and may hand back a newer one
+  function announce(o) { document.dispatchEvent(new CustomEvent("hotline:order", { detail: o })); }
+  document.addEventListener("hotline:order-updated", (ev) => {
+    if (!ev.detail || !current || ev.detail.id !== current.id) return;
+    current = ev.detail; fillForm(current); announce(current);
+  });
+
   $("order-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     if (!current) return;
@@ -119,7 +127,7 @@
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       const data = await r.json();
       if (r.ok) {
-        current = data; fillForm(current);
+        current = data; fillForm(current); announce(current);
         out.textContent = `已保存 Saved: ${data.order_no}`; out.className = "ok";
       } else {
         const fields = data.fields ? " — " + Object.values(data.fields).join(";") : "";
@@ -137,13 +145,14 @@
     ws.onopen = () => { backoff = 500; setConn("open", "已连接 Connected"); };
     ws.onmessage = (m) => {
       let msg; try { msg = JSON.parse(m.data); } catch (e) { return; }
+      document.dispatchEvent(new CustomEvent("hotline:message", { detail: msg }));
       if (msg.type === "screen_pop") show(msg);
       else if (msg.type === "call_state" && msg.linkedid === currentLinkedid) setCallState(msg.state);
       else if (msg.type === "screen_pop_withdrawn" && msg.linkedid === currentLinkedid) {
         const w = $("pop-withdrawn");
         w.hidden = false; w.textContent = WITHDRAWN[msg.reason] || msg.reason;
         if (current && current.status === "draft") { current.status = "cancelled"; $("save").disabled = true;
-          $("order-status").textContent = "已撤销 Withdrawn"; }
+          $("order-status").textContent = "已撤销 Withdrawn"; announce(current); }
       }
     };
     ws.onclose = () => {
