@@ -32,6 +32,23 @@ still ringing) hands the ringing targets of the transferer's second call to
 the transferee.  The calls of the transferer (and, when both parties were
 callers, of the target) end with reason ``transferred``.
 
+AMI 1 conventions (cacofonisk 0.4, whose labels the AMI 1 fixtures carry;
+switched on by ``self.ami1`` once an AMI 1-only shape is seen: a ``Dial``
+without Linkedid, ``Bridge`` Link, ``Masquerade``, ``Rename``, ``Transfer``):
+
+* a blind transfer (``Transfer`` of type Blind) is the transferer dialling the
+  target, then a cold transfer: the transferer's call (a new one when it was
+  the callee) also rings the targets and ends ``transferred``;
+* a transferee whose CallerID changed on the way to the blind-transfer target
+  goes on as a new call under the new number (0.4 names a call by its
+  caller's current CLI);
+* a click-to-dial is named by the CLI its Originate's Local channel presents
+  to B, not by the A phone's own number; one whose A leg never reached B
+  (nobody rang) is no call in :meth:`CallFlow.records`; A hanging up while B
+  rings is ``no-answer`` (A is up by design);
+* when the A leg of a click-to-dial transfers B away (attended), the call
+  stays the Originate's: same record and caller, carried on by B's channel.
+
 Reasons: ``completed`` (the caller was up and hung up normally),
 ``cancelled`` (hung up before anybody answered), ``busy`` (cause 17, or a
 busy dial), ``no-answer`` (cause 18/19/21 after the dial failed),
@@ -200,7 +217,7 @@ class _Rec:
 
     __slots__ = ("uid", "party", "rang", "connected", "picked", "transfers", "legs",
                  "originated", "reason", "cause", "started_at", "ended_at", "open_transfer",
-                 "seen_ring", "ring_since_connect", "deferred")
+                 "seen_ring", "ring_since_connect", "deferred", "echo")
 
     def __init__(self, uid: str, party: Party, at: float, originated: bool = False) -> None:
         self.uid = uid
@@ -219,6 +236,7 @@ class _Rec:
         self.seen_ring = False
         self.ring_since_connect = False  # a new attempt rang since the last connect
         self.deferred = ""  # reason kept back while a blind transfer of ours is pending
+        self.echo = ""  # AMI 1 blind transfer: transferer uid whose record also rings our targets
 
     def freeze(self) -> CallRecord:
         return CallRecord(self.party, tuple(self.rang), tuple(self.connected),
@@ -255,9 +273,14 @@ class CallFlow:
         # BridgeDestroy (AttendedTransfer of older Asterisk names only bridges)
         self._bridge_seen: OrderedDict[str, list[str]] = OrderedDict()
         self._recs: OrderedDict[str, _Rec] = OrderedDict()  # caller uid -> record
-        # transferee channel name -> (transferer uid, at): names, because an
-        # AMI 1 blind transfer (AsyncGoto) moves the transferee to a new uniqueid
-        self._pending_blind: dict[str, tuple[str, float]] = {}
+        # transferee channel name -> (transferer uid, at, AMI 1 Transfer?): names,
+        # because an AMI 1 blind transfer (AsyncGoto) moves the transferee to a
+        # new uniqueid
+        self._pending_blind: dict[str, tuple[str, float, bool]] = {}
+        # AMI 1 seen (Dial SubEvent, Bridge Link, Masquerade, Rename, Transfer):
+        # switches on the cacofonisk 0.4 conventions, see :meth:`records`
+        self.ami1 = False
+        self._split = 0
         self._originates: list[OriginateResponded] = []
         self._seq = 0
         self._touched: _Rec | None = None
@@ -291,6 +314,13 @@ class CallFlow:
 
     # --- queries ------------------------------------------------------------
     def records(self) -> list[CallRecord]:
+        """Every call, in the order they started.  With AMI 1 the cacofonisk
+        0.4 convention holds: a click-to-dial whose A leg never reached B
+        (nobody rang, nobody answered) is no call -- its Originate is still
+        in :meth:`originate_responses`, and :meth:`record` still finds it."""
+        if self.ami1:
+            return [r.freeze() for r in self._recs.values()
+                    if not (r.originated and not r.rang and not r.connected)]
         return [r.freeze() for r in self._recs.values()]
 
     def record(self, caller_channel_or_uid: str) -> CallRecord | None:
@@ -541,18 +571,50 @@ class CallFlow:
         rec.ring_since_connect = True
         pend = self._pending_blind.pop(_clean(caller.name), None)
         if pend is not None:
-            tr_uid, at = pend
+            tr_uid, at, legacy = pend
             tr = self._chans.get(tr_uid)
+            if legacy:
+                rec = self._legacy_blind_rec(caller, rec, p, at)
             tparty = self._party(tr) if tr is not None else Party(tr_uid)
             rec.transfers.append(Transfer("blind", tparty, rec.party, (p,), at))
             rec.open_transfer = len(rec.transfers) - 1
             if tr is not None:
+                if legacy:
+                    # cacofonisk 0.4: the transferer dials the target, then
+                    # hands the call over (a cold transfer)
+                    trec = self._recs.get(tr.uid) or self._rec(tr, at)
+                    _add(trec.rang, p)
+                    rec.echo = tr.uid
                 self._hand_over(tr, at)
         elif rec.open_transfer is not None:
             t = rec.transfers[rec.open_transfer]
             if all(q.channel != p.channel for q in t.targets):
                 rec.transfers[rec.open_transfer] = Transfer(t.kind, t.transferer, t.caller,
                                                             t.targets + (p,), t.at)
+            if rec.echo:
+                trec = self._recs.get(rec.echo)
+                if trec is not None:
+                    _add(trec.rang, p)
+
+    def _legacy_blind_rec(self, caller: _Chan, rec: _Rec, target: Party, at: float) -> _Rec:
+        """AMI 1 (cacofonisk 0.4) names a call by its caller's current CLI: a
+        transferee whose CallerID changed on the way to the blind-transfer
+        target (``NewCallerid`` after the AsyncGoto) starts a new call under
+        the new number; its call so far was handed over.  Same number: the
+        same call goes on."""
+        if not caller.num or caller.num == rec.party.num or rec.party.channel != _clean(caller.name):
+            return rec
+        rec.rang = [q for q in rec.rang if q.channel != target.channel]
+        self._split += 1
+        if self._recs.get(caller.uid) is rec:
+            del self._recs[caller.uid]
+        self._recs[f"{caller.uid}~{self._split}"] = rec
+        rec.reason = rec.reason or "transferred"
+        rec.ended_at = rec.ended_at or at
+        new = self._rec(caller, at)
+        _add(new.rang, target)
+        new.seen_ring = new.ring_since_connect = True
+        return new
 
     def _hand_over(self, c: _Chan, at: float, drop: tuple[Party, ...] = ()) -> None:
         rec = self._recs.get(c.uid)
@@ -618,6 +680,12 @@ class CallFlow:
         dest.dialer = dialer.uid
         if dest.uid not in dialer.dialed:
             dialer.dialed.append(dest.uid)
+        if ev.dest.linkedid == ev.dest.uniqueid:
+            # AMI 1 has no Linkedid (each channel is its own); AMI 2 gives a
+            # dialled channel the linkedid of the call that dials it
+            self.ami1 = True
+        if self.ami1 and not dialer.real and ev.chan.caller_num:
+            self._legacy_ctd_cli(dialer, dest, ev.chan.caller_num)
         if (dialer.real and self._live_rec(dialer) is None and not dialer.dialer
                 and _clean(dialer.name) not in self._pending_blind):
             # (a blind transferee's new call starts when its target rings)
@@ -634,6 +702,18 @@ class CallFlow:
                 self._picked(dest)
             elif dest.state >= RINGING:
                 self._rang(dest)
+
+    def _legacy_ctd_cli(self, dialer: _Chan, dest: _Chan, cli: str) -> None:
+        """AMI 1 (cacofonisk 0.4): a click-to-dial call is named by the CLI
+        its A leg presents to B -- the CallerID of the Originate's Local
+        channel when it dials B -- not by the A phone's own number."""
+        caller = self._caller_of(dialer)
+        if caller is None or caller.uid == dest.uid:
+            return
+        rec = self._live_rec(caller)
+        if rec is not None and rec.originated and not rec.seen_ring and rec.party.num != cli:
+            p = rec.party
+            rec.party = Party(p.channel, p.uniqueid, cli, p.name)
 
     def _on_dial_end(self, ev) -> None:
         dialer = self._chan(ev.chan, create=False)
@@ -680,6 +760,7 @@ class CallFlow:
                 del self._bridges[ev.bridge_id]
 
     def _on_link(self, ev) -> None:
+        self.ami1 = True
         a, b = self._chan(ev.chan1), self._chan(ev.chan2)
         if a is None or b is None:
             return
@@ -698,6 +779,7 @@ class CallFlow:
         self._chan(ev.two)
 
     def _on_rename(self, ev) -> None:
+        self.ami1 = True
         c = self._chans.get(ev.chan.uniqueid) or self._by(ev.chan.channel)
         if c is None or not ev.new_name:
             return
@@ -728,6 +810,7 @@ class CallFlow:
         """AMI 1: the clone's line takes over the original channel (pickup,
         Local optimisation, transfers); the original gets the clone's state
         (no Newstate follows), the renames follow."""
+        self.ami1 = True
         orig = self._by(ev.original)
         if orig is not None and ev.clone_state == "Up" and orig.state != UP:
             orig.state = UP
@@ -749,7 +832,7 @@ class CallFlow:
         if tr is None or te is None:
             return
         for x in self._far(te):
-            self._pending_blind[_clean(x.name)] = (tr.uid, ev.received_at)
+            self._pending_blind[_clean(x.name)] = (tr.uid, ev.received_at, False)
 
     def _other_in_bridge(self, bridge_id: str, *not_uids: str) -> _Chan | None:
         """The other party of a bridge -- a real channel if there is one."""
@@ -794,8 +877,8 @@ class CallFlow:
         tgt = self._far(target)
         self._attended(orig, second, newer, callee, tgt, at)
 
-    def _attended(self, orig, second, newer, callee, targets, at) -> None:
-        rec = self._live_rec(callee) or self._rec(callee, at)
+    def _attended(self, orig, second, newer, callee, targets, at, rec=None) -> None:
+        rec = rec or self._live_rec(callee) or self._rec(callee, at)
         tparties = tuple(self._party(t) for t in targets)
         rec.transfers.append(Transfer("attended", self._party(newer), rec.party, tparties, at))
         for p in tparties:
@@ -831,6 +914,7 @@ class CallFlow:
 
     def _on_legacy_transfer(self, ev) -> None:
         """AMI 1 ``Transfer``."""
+        self.ami1 = True
         tr = self._chan(ev.chan)
         if tr is None:
             return
@@ -839,9 +923,9 @@ class CallFlow:
             te = self._chans.get(ev.target_uniqueid) or self._by(ev.target_channel)
             if te is not None and not te.real and "<" not in te.name:
                 for x in self._far(te):
-                    self._pending_blind[_clean(x.name)] = (tr.uid, ev.received_at)
+                    self._pending_blind[_clean(x.name)] = (tr.uid, ev.received_at, True)
             elif name:
-                self._pending_blind[name] = (tr.uid, ev.received_at)
+                self._pending_blind[name] = (tr.uid, ev.received_at, True)
             return
         second = self._chans.get(ev.target_uniqueid) or self._by(ev.target_channel)
         if second is None:
@@ -856,11 +940,26 @@ class CallFlow:
         newer = second if second.seq >= tr.seq else tr
         if target is not None and any(t.state == UP for t in self._far(target)):
             self._attended(tr, second, newer, callee,
-                           [t for t in self._far(target) if t.state == UP], ev.received_at)
+                           [t for t in self._far(target) if t.state == UP], ev.received_at,
+                           self._legacy_ctd_keep(tr, callee))
             return
         srec = self._recs.get(second.uid)
         targets = tuple(srec.rang) if srec is not None else ()
         self._blonde(tr, second, newer, callee, targets, ev.received_at)
+
+    def _legacy_ctd_keep(self, tr: _Chan, callee: _Chan) -> _Rec | None:
+        """AMI 1 (cacofonisk 0.4): when the A leg of a click-to-dial transfers
+        its B away (attended), the call stays the Originate's -- the same
+        record and caller (the CLI shown to B), now carried by B's channel --
+        rather than a new call of B's."""
+        rec = self._live_rec(tr)
+        if (rec is None or not rec.originated or self._live_rec(callee) is not None
+                or all(p.channel != _clean(callee.name) for p in rec.connected)):
+            return None
+        del self._recs[tr.uid]
+        rec.uid = callee.uid
+        self._recs[callee.uid] = rec
+        return rec
 
     def _picked(self, picker: _Chan) -> None:
         dialer = self._chans.get(picker.dialer)
@@ -1000,7 +1099,7 @@ class CallFlow:
         rec.cause = ev.cause
         rec.ended_at = ev.received_at
         reason = self._reason(c, rec, ev.cause)
-        if self._pending_blind and any(tr == c.uid for tr, _ in self._pending_blind.values()):
+        if self._pending_blind and any(p[0] == c.uid for p in self._pending_blind.values()):
             rec.deferred = reason  # decided when the transferee's target rings (or not)
             rec.reason = reason
         else:
@@ -1013,6 +1112,10 @@ class CallFlow:
         if cause == CAUSE_BUSY:
             return "busy"
         if cause in (CAUSE_NO_RESPONSE, CAUSE_NO_ANSWER, CAUSE_REJECTED):
+            return "no-answer"
+        if self.ami1 and rec.originated and rec.rang and not rec.connected:
+            # cacofonisk 0.4: the A leg of a click-to-dial is up by design;
+            # B rang and never answered
             return "no-answer"
         if c.ever_up or rec.connected:
             return "completed"

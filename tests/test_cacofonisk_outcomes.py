@@ -23,45 +23,11 @@ HERE = Path(__file__).parent
 TRACES = HERE / "fixtures" / "ami-traces"
 EXPECT = json.loads((HERE / "fixtures" / "cacofonisk_expectations.json").read_text())["fixtures"]
 
-# Fixtures whose upstream label cannot be met, and why (all AMI 1: the labels
-# come from cacofonisk 0.4, whose call model had artefacts its AMI 2 rewrite
-# dropped; the same call shapes pass on the AMI 2 fixtures).
-_L = "cacofonisk-legacy-ami1/"
-_BLIND_04 = ("cacofonisk 0.4 reports an extra on_b_dial from the transferer (caller = the "
-             "transferer's CLI) to the blind-transfer target before on_cold_transfer; the AMI 1 "
-             "trace has no such dial -- the transferee's channel dials the target (Dial Channel="
-             "<transferee>), reported here as the transferee's ring plus a blind transfer (as "
-             "upstream's AMI 2 tests do); everything else matches")
-_CTD_NOTHING = ("cacofonisk 0.4 reports no events at all for an Originate whose first leg never "
-                "reaches B; its AMI 2 rewrite reports that leg's hangup (test_ctd_account_world_deny_a: "
-                "busy, test_cmn_world_account_unaccepted: completed), which is what CallFlow reports "
-                "for both AMI versions")
-_CTD_CLI = ("cacofonisk 0.4 names the click-to-dial caller by the outbound CLI presented to B "
-            "(+318..., a dialplan variable), the trace's A leg has CallerIDNum = the internal "
-            "number (217/203), which CallFlow reports")
-XFAIL: dict[str, str] = {
-    _L + "queue/queue_blind_xfer.json": _BLIND_04,
-    _L + "xfer_blind/xfer_blind.json": _BLIND_04,
-    _L + "xfer_blind/xfer_blind_abacbc.json": _BLIND_04,
-    _L + "xfer_blind/xfer_blind_abbcac.json": _BLIND_04,
-    _L + "xfer_blind/xfer_blind_group.json": _BLIND_04,
-    _L + "xfer_blind/xfer_blind_reject.json": _BLIND_04,
-    _L + "xfer_blonde/xfer_blondeblindanon.json": (
-        "SPA941 'blonde-blind' transfer: upstream 0.4 itself calls its call ids 'a mess' here; it "
-        "reports the anonymous caller as number 'P' after the transfer and the transferer's "
-        "aborted 202->205 attempt as a separate cancelled call; CallFlow keeps one caller "
-        "(+31507xxxxxx) that rings 205 through a blind transfer"),
-    _L + "connectab/ctd-account-world-deny_a.json": _CTD_NOTHING,
-    _L + "connectab/ctd-account-world-fail2.json": _CTD_NOTHING,
-    _L + "connectab/cmn-world-account-unaccepted.json": _CTD_NOTHING,
-    _L + "connectab/ctd-account-world.json": _CTD_CLI,
-    _L + "connectab/ctd-account-world-deny_b.json": _CTD_CLI + "; and 0.4 calls the end "
-        "'no-answer' where the A leg, up and hung up normally after B refused, is 'completed'",
-    _L + "connectab/ctd-attn-xfer.json": (
-        "the transferee is the originated A leg, whose identity AMI 1 moves to another uniqueid "
-        "by two masquerades during the attended transfer; CallFlow names it by the Local "
-        "half's CallerID (ID400681) instead of 217"),
-}
+# Fixtures whose upstream label cannot be met, and why: none at present.  The
+# AMI 1 labels come from cacofonisk 0.4, whose conventions CallFlow follows
+# when it sees AMI 1 (see cti/callflow.py, "AMI 1 conventions"); an entry here
+# becomes a strict xfail with its reason.
+XFAIL: dict[str, str] = {}
 
 
 def fixture_path(key: str) -> Path:
@@ -294,6 +260,45 @@ def test_click_to_dial_makes_the_first_called_phone_the_caller():
     (rec,) = flow.records()
     assert rec.originated and rec.caller.channel == "SIP/150010001-00000002"
     assert [p.channel for p in rec.connected] == ["SIP/150010002-00000003"]
+
+
+def test_ami1_blind_transfer_is_a_dial_by_the_transferer_then_a_cold_transfer():
+    # cacofonisk 0.4: 202 (transferer, the callee of 203) "dials" 201, then
+    # hands 203 over; AMI 2 (above) reports only the transferee's ring
+    flow = _flow("cacofonisk-legacy-ami1/xfer_blind/xfer_blind_abbcac.json")
+    (t,) = flow.transfers()
+    assert (t.kind, t.transferer.num, t.caller.num) == ("blind", "202", "203")
+    tr = flow.record(t.transferer.channel)
+    assert [p.account for p in tr.rang] == ["150010001"] and tr.reason == "transferred"
+    assert not tr.connected
+    assert flow.record("SIP/150010003-0000000f").reason == "completed"
+
+
+def test_ami1_click_to_dial_is_named_by_the_cli_shown_to_b():
+    flow = _flow("cacofonisk-legacy-ami1/connectab/ctd-account-world.json")
+    (rec,) = flow.records()
+    assert rec.originated and rec.caller.channel == "SIP/126680005-0000002c"
+    assert rec.caller.num == "+31853030900"  # the A phone's own number is 217
+
+
+def test_ami1_click_to_dial_that_never_reaches_b_is_no_call():
+    flow = _flow("cacofonisk-legacy-ami1/connectab/ctd-account-world-deny_a.json")
+    assert flow.records() == []
+    # still there when asked for by name
+    rec = flow.record("SIP/150010003-0000014f")
+    assert rec is not None and rec.originated and rec.reason == "busy"
+    # AMI 2 reports the A leg's end
+    assert [r.reason for r in _flow(
+        "cacofonisk/originate/ctd-account-world-deny-a.json").records()] == ["busy"]
+
+
+def test_ami1_click_to_dial_keeps_its_call_through_an_attended_transfer_by_a():
+    flow = _flow("cacofonisk-legacy-ami1/connectab/ctd-attn-xfer.json")
+    (t,) = flow.transfers()
+    assert (t.kind, t.caller.num) == ("attended", "217")
+    rec = flow.record(t.caller.channel)
+    assert rec.originated and rec.reason == "completed"
+    assert [p.account or p.num for p in rec.connected] == ["126680010", "+31612345678"]
 
 
 def test_hangup_reasons_follow_cause_and_answer():
