@@ -1,4 +1,4 @@
-"""``python -m cti {serve,demo,migrate,import-customers}``."""
+"""``python -m cti {serve,demo,migrate,import-customers,create-user}``."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations and exit")
     imp = sub.add_parser("import-customers", help="import customers from the marketing system's CSV export")
     imp.add_argument("csv", help="path of the CSV file (UTF-8 or GBK)")
+    cu = sub.add_parser("create-user", help="create (or with --reset, reset) a login account")
+    cu.add_argument("username")
+    cu.add_argument("--role", required=True, choices=["agent", "supervisor", "department", "admin"])
+    cu.add_argument("--agent-id", default="", help="agent number for --role agent, e.g. 1001")
+    cu.add_argument("--department", default="", help="department for --role department, e.g. 抢修班")
+    cu.add_argument("--display-name", default="")
+    cu.add_argument("--password-stdin", action="store_true",
+                    help="read the password from standard input (default: generate and print one)")
+    cu.add_argument("--reset", action="store_true", help="replace an existing account's password and role")
     return p
 
 
@@ -66,6 +75,43 @@ async def _import(cfg, path: str) -> int:
             emb.stop()
 
 
+async def _create_user(cfg, args) -> int:
+    import secrets
+
+    from .auth import AccountError, AuthStore
+    from .db import create_pool, migrate, resolve_database_url
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        generated = False
+    else:
+        password = secrets.token_urlsafe(12)
+        generated = True
+    url, emb = resolve_database_url(cfg.database_url, cfg.state_dir)
+    try:
+        pool = await create_pool(url, 1, 2)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+            store = AuthStore(lambda: pool)
+            try:
+                p = await store.create_user(args.username, password, args.role, agent_id=args.agent_id,
+                                            department=args.department, display_name=args.display_name,
+                                            replace=args.reset)
+            except AccountError as exc:
+                return _fail(str(exc))
+        finally:
+            await pool.close()
+        print(f"账号已创建 user created: {p.username} role={p.role.value}"
+              + (f" agent={p.agent_id}" if p.agent_id else "") + (f" department={p.department}" if p.department else ""))
+        if generated:
+            print(f"password: {password}")
+        return 0
+    finally:
+        if emb:
+            emb.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -82,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_migrate(cfg))
         if args.command == "import-customers":
             return asyncio.run(_import(cfg, args.csv))
+        if args.command == "create-user":
+            return asyncio.run(_create_user(cfg, args))
         from .app import DemoOptions, demo_config, run
 
         if args.command == "serve":

@@ -13,6 +13,7 @@ import asyncpg
 from aiohttp import web
 
 from .ami import HotlineManager, make_manager
+from .auth import Role, require
 from .config import Config
 from .db import EmbeddedPostgres, create_pool, migrate, resolve_database_url
 from .hub import Hub
@@ -37,6 +38,7 @@ class DemoOptions:
         "1001": ["repair", "enquiry"], "1002": ["repair", "complaint"],
         "1003": ["complaint", "enquiry"], "1004": ["enquiry", "repair"]})
     traffic: bool = True
+    accounts: bool = True  # create the demo login accounts (random passwords, printed at start)
 
 
 def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None = None) -> web.Application:
@@ -46,6 +48,9 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
     app[hub_key] = Hub()
     app[services_key] = {}
     add_routes(app)
+    from .auth import install_auth
+
+    install_auth(app, lambda: app[pool_key])  # deny by default: every route needs require()/public
     from ivr.outage_web import add_outage_routes
 
     add_outage_routes(app, hook_timeout=10.0)
@@ -56,6 +61,13 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
     from tickets.routes import add_ticket_routes
 
     tickets = add_ticket_routes(app)
+    from recordings.wiring import install_recordings
+
+    recordings_ctx = install_recordings(app, cfg, services_key=services_key, pool_key=pool_key,
+                                        pipeline_key=pipeline_key)  # issue 7
+    from queues.report_routes import add_report_routes
+
+    add_report_routes(app, get_pool=lambda: app[pool_key], threshold_s=cfg.sl_threshold_s)  # /reports (issue 6.3)
 
     async def database_ctx(app: web.Application):
         embedded: EmbeddedPostgres | None = None
@@ -83,9 +95,14 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
 
         result = await customer_repo.import_customers_file(app[pool_key], DEMO_CUSTOMERS)
         log.info("demo_customers_loaded", customers=len(result.customers), errors=len(result.errors))
+        if demo.accounts:
+            from .auth import auth_store_key, create_demo_accounts
+
+            app[services_key]["demo_accounts"] = await create_demo_accounts(app[auth_store_key], demo.agents)
         agi = app[services_key].get("agi")  # ivr_ctx runs first: calls go through the IVR
         sim = PbxSimulator(cfg.ami_host, cfg.ami_port, cfg.ami_username, cfg.ami_secret,
                            speed=cfg.sim_speed, agents=demo.agents,
+                           recordings_dir=cfg.recordings_dir, recording_names="dialplan", write_recordings=True,
                            agi_host=agi.host if agi is not None else None,
                            agi_port=agi.port if agi is not None else None)
         port = await sim.start()
@@ -185,9 +202,10 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         yield
         await worker.stop()
 
-    app.cleanup_ctx.extend([database_ctx, tickets_worker_ctx, ivr_ctx, demo_ctx, pipeline_ctx, wallboard_ctx, ami_ctx,
-                            traffic_ctx])
+    app.cleanup_ctx.extend([database_ctx, tickets_worker_ctx, ivr_ctx, demo_ctx, pipeline_ctx, recordings_ctx,
+                            wallboard_ctx, ami_ctx, traffic_ctx])
 
+    @require(Role.SUPERVISOR)
     async def prompt_status(request: web.Request) -> web.Response:
         store = request.app[services_key].get("prompts")
         if store is None:
@@ -216,6 +234,12 @@ async def run(cfg: Config, *, demo: DemoOptions | None = None) -> None:
         if demo:
             print(f"\n  966022 demo running — 坐席页面 agent page: {url}agent/1001"
                   f"\n  all agents: {url}   (Ctrl-C to stop)\n", flush=True)
+            accounts = app[services_key].get("demo_accounts") or []
+            if accounts:
+                print(f"  演示账号 demo accounts (login: {url}login; new passwords every start):", flush=True)
+                for username, role, password, what in accounts:
+                    print(f"    {username:<14} {password:<20} {role:<11} {what}", flush=True)
+                print(flush=True)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
@@ -228,6 +252,7 @@ def demo_config(cfg: Config) -> Config:
 
     return replace(cfg, ami_host="127.0.0.1", ami_port=0, agi_host="127.0.0.1", agi_port=0, ami_username="demo",
                    sounds_dir=str(Path(cfg.state_dir) / "sounds"),
+                   recordings_dir=str((Path(cfg.state_dir) / "recordings").resolve()),
                    ami_secret=cfg.ami_secret or secrets.token_hex(8))
 
 

@@ -58,6 +58,15 @@ class Config:
     surge_off_longest_wait_s: float = 45.0  # ... and longest wait <= this ...
     surge_off_after_s: float = 60.0  # ... for this long ...
     surge_min_on_s: float = 120.0  # ... and surge has been on at least this long
+    # call recordings (recordings/, issue 7): where MixMonitor writes (extensions.conf
+    # RECORDINGS_DIR, as this process sees it), the same directory as Asterisk names it
+    # if it differs (another mount point; "" = the same), where compact copies go
+    # ("" = beside the originals), how long recordings are kept, the compact format
+    recordings_dir: str = "/var/spool/asterisk/recordings/hotline"
+    recordings_asterisk_dir: str = ""
+    recordings_archive_dir: str = ""
+    recording_retention_days: int = 365
+    recording_compact_format: str = "opus"  # opus | mp3 | "" (keep WAV)
     # logging
     log_level: str = "INFO"
     log_json: bool | None = None  # None → JSON when stdout is not a TTY
@@ -145,6 +154,14 @@ def _validate(cfg: Config) -> None:
         bad("area_code", "a Chinese area code such as 0773")
     if cfg.recent_orders_limit < 0:
         bad("recent_orders_limit", "must be >= 0")
+    if not 1 <= cfg.recording_retention_days <= 36500:
+        bad("recording_retention_days", "must be 1..36500 days")
+    if cfg.recording_compact_format not in ("opus", "mp3", ""):
+        bad("recording_compact_format", 'one of "opus", "mp3", "" (no transcoding)')
+    if cfg.recordings_asterisk_dir and not cfg.recordings_asterisk_dir.startswith("/"):
+        bad("recordings_asterisk_dir", "must be an absolute path (as Asterisk names it)")
+    if not cfg.recordings_dir:
+        bad("recordings_dir", "must not be empty")
     if not 1 <= cfg.sl_threshold_s <= 3600:
         bad("sl_threshold_s", "must be 1..3600 seconds")
     from queues.model import parse_wrapup, surge_settings_of

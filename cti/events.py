@@ -168,6 +168,21 @@ class ChannelHungUp(ChannelEvent):
     cause_txt: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingStarted(ChannelEvent):
+    """``VarSet MIXMONITOR_FILENAME``: MixMonitor records ``chan`` into
+    ``filename`` (as Asterisk sent it -- hostile until checked; "" when the
+    dialplan clears the variable).  MixMonitorStart itself names no file."""
+
+    filename: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStopped(ChannelEvent):
+    """MixMonitorStop.  Asterisk 22 sends it only from StopMixMonitor (trace
+    12): a recording also ends with its channel's Hangup."""
+
+
 # --- call shapes (callflow.py): dials, bridges, transfers, pickups ------------
 
 @dataclass(frozen=True, slots=True)

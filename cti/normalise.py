@@ -22,9 +22,10 @@ Rules:
   ``None``; events the CTI does not model yield :class:`UnknownEvent` with the
   frame's headers (no copy), counted in :attr:`Normaliser.unknown`;
 * ``VarSet`` is modelled only for the IVR variables (``IVR_CHOICE``,
-  ``CUSTOMER_ID``, ``OUTAGE_ID``); the leading ``_``/``__`` inheritance marks
-  are stripped.  Other ``VarSet`` events are :class:`UnknownEvent` too (the
-  recordings index reads ``MIXMONITOR_FILENAME`` from them).
+  ``CUSTOMER_ID``, ``OUTAGE_ID``; the leading ``_``/``__`` inheritance marks
+  are stripped) and ``MIXMONITOR_FILENAME`` (:class:`RecordingStarted`, for
+  the recordings index; MixMonitorStop is :class:`RecordingStopped`).  Other
+  ``VarSet`` events are :class:`UnknownEvent`.
 """
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ from .events import (
     DomainEvent,
     LocalChannelsBridged,
     OriginateResponded,
+    RecordingStarted,
+    RecordingStopped,
     UnknownEvent,
 )
 from .frame import Frame
@@ -68,6 +71,9 @@ from .frame import Frame
 __all__ = ["Normaliser", "normalise", "default_normaliser"]
 
 _IVR_VARS = frozenset(IVR_VARIABLES)
+_RECORDING_VAR = "MIXMONITOR_FILENAME"
+# VarSet variables that become modelled events (without "_"/"__")
+_MODELLED_VARS = _IVR_VARS | {_RECORDING_VAR}
 
 
 def _int(value: str | None) -> int:
@@ -289,6 +295,8 @@ def _newchannel(d, h, t):
 def _varset(d, h, t):
     name = d.get("Variable", "")
     bare = name.lstrip("_")
+    if bare == _RECORDING_VAR:
+        return RecordingStarted(t, _snapshot(d, h), d.get("Value", ""))
     if bare not in _IVR_VARS:  # pragma: no cover - filtered in Normaliser
         return _unknown(t, "VarSet", h)
     return ChannelVariableSet(t, _snapshot(d, h), bare, d.get("Value", ""))
@@ -300,6 +308,10 @@ def _varset_name(headers: tuple[tuple[str, str], ...]) -> str | None:
         if k == "Variable":
             return v
     return None
+
+
+def _mixmonitor_stop(d, h, t):
+    return RecordingStopped(t, _snapshot(d, h))
 
 
 def _queue_join(d, h, t):
@@ -514,6 +526,7 @@ _BUILDERS = {
     "Rename": _rename,
     "Pickup": _pickup,
     "OriginateResponse": _originate_response,
+    "MixMonitorStop": _mixmonitor_stop,
 }
 
 
@@ -558,7 +571,7 @@ class Normaliser:
             builder = _BUILDERS.get(name)
             if builder is None or (
                     builder is _varset
-                    and (_varset_name(headers) or "").lstrip("_") not in _IVR_VARS):
+                    and (_varset_name(headers) or "").lstrip("_") not in _MODELLED_VARS):
                 # most AMI traffic (Newexten, VarSet, DeviceStateChange...):
                 # UnknownEvent(received_at, name, headers) without __init__
                 self.unknown += 1

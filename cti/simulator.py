@@ -325,6 +325,8 @@ class PbxSimulator:
         queues: Mapping[str, QueueConfig] | None = None,
         channel_vars: Sequence[str] = DEFAULT_CHANNEL_VARS,
         recordings_dir: str = DEFAULT_RECORDINGS_DIR,
+        recording_names: str = "trace",
+        write_recordings: bool = False,
         auth_fail_delay: float = 1.0,
         seed: int | None = None,
         agi_host: str | None = None,
@@ -338,9 +340,19 @@ class PbxSimulator:
         through (``agi://host:port/<agi_route>``); None: no IVR dialogue.
         ``agi_timeout``: real seconds to wait for the next AGI command.
         ``ivr_prompt_s``/``ivr_key_s``: virtual seconds a STREAM FILE plays and
-        a caller takes to answer a GET DATA."""
+        a caller takes to answer a GET DATA.
+        ``recording_names``: ``trace`` names recordings like the acceptance
+        captures (``<dir>/<queue>-<YYYYMMDD>-<HHMMSS>-<uniqueid>.wav``),
+        ``dialplan`` like asterisk-conf/extensions.conf
+        (``<dir>/<YYYYMMDD>/<linkedid>-<uniqueid>-<queue>-<HHMMSS>.wav``).
+        ``write_recordings``: write each recording (a tone as long as the
+        talk) before the recording ends, as MixMonitor would."""
         if speed <= 0:
             raise ValueError("speed must be > 0")
+        if recording_names not in ("trace", "dialplan"):
+            raise ValueError("recording_names must be 'trace' or 'dialplan'")
+        self.recording_names = recording_names
+        self.write_recordings = write_recordings
         self.agi_host = agi_host or ("127.0.0.1" if agi_port else None)
         self.agi_port = agi_port
         self.agi_route = agi_route
@@ -1039,6 +1051,24 @@ class PbxSimulator:
     def _filename_ts(self) -> str:
         return time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.now()))
 
+    def _recording_name(self, queue: str, chan: "_Chan") -> str:
+        """The MIXMONITOR_FILENAME of a recording of ``chan`` (see ``recording_names``)."""
+        if self.recording_names == "dialplan":
+            day, hms = time.strftime("%Y%m%d %H%M%S", time.gmtime(self.now())).split()
+            return f"{self.recordings_dir}/{day}/{chan.linkedid}-{chan.uniqueid}-{queue}-{hms}.wav"
+        return f"{self.recordings_dir}/{queue}-{self._filename_ts()}-{chan.uniqueid}.wav"
+
+    def _write_recording(self, name: str, seconds: float) -> None:
+        """What MixMonitor leaves behind (``write_recordings``); errors are logged."""
+        if not self.write_recordings or not name:
+            return
+        try:
+            from recordings.audio import write_tone_wav
+
+            write_tone_wav(name, max(0.0, seconds))
+        except OSError as exc:
+            log.warning("simulator could not write recording %s: %s", name, exc)
+
     # ------------------------------------------------------------------ calls
     async def place_call(self, spec: CallSpec) -> PlacedCall:
         """Play one call to its end; returns when the last event is sent."""
@@ -1345,7 +1375,7 @@ class _CallPlayer:
                 sim._var_set(c2, "__OUTAGE_ID", spec.outage_id)
         c2.at("hotline", "enter-queue", 2)
         sim._var_set(c2, "__IVR_CHOICE", self.queue)
-        self.monitor_name = (f"{sim.recordings_dir}/{self.queue}-{sim._filename_ts()}-{c2.uniqueid}")
+        self.monitor_name = sim._recording_name(self.queue, c2)[: -len(".wav")]
         c2.priority = 5
         c2.run("Queue", f"{self.queue},,,,")
         self.joined_at = sim.now()
@@ -1578,6 +1608,7 @@ class _CallPlayer:
             sim._dial("DialEnd", c2, l1, [("DialStatus", "CANCEL")])
             sim._hangup(l1, 26)
         rec = self.qconf.recording
+        member_file = ""
         if rec == "caller":
             sim._var_set(c2, "MIXMONITOR_FILENAME", self.monitor_name + ".wav")
             sim._emit("MixMonitorStart", "call,all", sim._snap(c2))
@@ -1586,8 +1617,8 @@ class _CallPlayer:
                   [("Queue", self.queue), ("Position", str(pos)), ("Count", str(count))])
         if rec == "member":
             m1.at("queue-member-connect", "s", 2)
-            sim._var_set(m1, "MIXMONITOR_FILENAME",
-                         f"{sim.recordings_dir}/{self.queue}-{sim._filename_ts()}-{m1.uniqueid}.wav")
+            member_file = sim._recording_name(self.queue, m1)
+            sim._var_set(m1, "MIXMONITOR_FILENAME", member_file)
             sim._emit("MixMonitorStart", "call,all", sim._snap(m1))
             m1.at("agents", c2.exten, 1)
         for a, (_l1, l2) in losers:
@@ -1620,12 +1651,14 @@ class _CallPlayer:
 
         def stop_member_recording() -> None:
             if rec == "member":
+                sim._write_recording(member_file, spec.talk_s)
                 m1.at("agent-hangup", "s", 2)
                 sim._emit("MixMonitorStop", "call,all", sim._snap(m1))
                 m1.at("agents", c2.exten, 1)
 
         def stop_caller_recording() -> None:
             if rec == "caller":
+                sim._write_recording(self.monitor_name + ".wav", spec.talk_s)
                 back = (c2.context, c2.exten, c2.priority)
                 c2.at("caller-hangup", "s", 2)
                 sim._emit("MixMonitorStop", "call,all", sim._snap(c2))

@@ -11,6 +11,7 @@ from aiohttp import WSMsgType, web
 from tickets import repository as orders
 from tickets.model import ORDER_TYPE_LABELS, ValidationError, validate_completion
 
+from .auth import Role, principal_key, public, require
 from .hub import Hub
 from .logs import get_logger
 
@@ -34,6 +35,10 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
+            if exc.content_type == "application/json" and exc.text:  # already a clear JSON error
+                return web.Response(status=exc.status, text=exc.text, content_type="application/json")
+            if exc.status == 413:
+                return _error(413, "too_large", "请求过大 / request body too large")
             return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
@@ -45,18 +50,24 @@ def _agent(request: web.Request) -> str:
     agent = request.match_info["agent"]
     if not AGENT_RE.match(agent):
         raise web.HTTPBadRequest(reason="bad agent id")
+    principal = request.get(principal_key)
+    if principal is None or not principal.may_act_as_agent(agent):  # an agent sees only their own desk
+        raise web.HTTPForbidden(reason="not your agent desk")
     return agent
 
 
+@require()
 async def index(request: web.Request) -> web.Response:
     return web.FileResponse(STATIC / "index.html")
 
 
+@require(Role.AGENT, Role.SUPERVISOR)
 async def agent_page(request: web.Request) -> web.StreamResponse:
     _agent(request)
     return web.FileResponse(STATIC / "agent.html")
 
 
+@require(Role.AGENT, Role.SUPERVISOR)
 async def agent_ws(request: web.Request) -> web.WebSocketResponse:
     agent = _agent(request)
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=64 * 1024)
@@ -83,14 +94,25 @@ def _order_id(request: web.Request) -> int:
     return int(raw)
 
 
+@require(Role.AGENT, Role.SUPERVISOR)
 async def get_order(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
         try:
-            return web.json_response(await orders.get_order(conn, _order_id(request)))
+            order = await orders.get_order(conn, _order_id(request))
         except orders.OrderNotFound:
             return _error(404, "not_found", "工单不存在 / no such work order")
+    if not _own_pop(request, order):
+        return _error(403, "forbidden", "只能查看本人的弹屏工单 / not your screen-pop")
+    return web.json_response(order)
 
 
+def _own_pop(request: web.Request, order: dict) -> bool:
+    """Agents read and save only their own screen-pop orders."""
+    principal = request[principal_key]
+    return principal.role is not Role.AGENT or order.get("agent") == principal.agent_id
+
+
+@require(Role.AGENT, Role.SUPERVISOR)
 async def save_order(request: web.Request) -> web.Response:
     order_id = _order_id(request)
     try:
@@ -105,6 +127,8 @@ async def save_order(request: web.Request) -> web.Response:
         return _error(422, "invalid", "请补全工单 / the work order is incomplete", fields=exc.errors)
     async with request.app[pool_key].acquire() as conn:
         try:
+            if not _own_pop(request, await orders.get_order(conn, order_id)):
+                return _error(403, "forbidden", "只能保存本人的弹屏工单 / not your screen-pop")
             async with conn.transaction():
                 order = await orders.save_order(conn, order_id, clean)
         except orders.OrderNotFound:
@@ -117,18 +141,24 @@ async def save_order(request: web.Request) -> web.Response:
     return web.json_response(order)
 
 
+@require(Role.AGENT, Role.SUPERVISOR)
 async def list_orders(request: web.Request) -> web.Response:
     agent = request.query.get("agent") or None
     if agent is not None and not AGENT_RE.match(agent):
         return _error(400, "bad_agent", "坐席工号格式错误 / bad agent id")
+    principal = request[principal_key]
+    if principal.role is Role.AGENT and agent != principal.agent_id:  # agents list their own orders
+        return _error(403, "forbidden", "只能查看本人工单 / agents see their own orders only")
     async with request.app[pool_key].acquire() as conn:
         return web.json_response(await orders.list_orders(conn, agent=agent))
 
 
+@require()
 async def order_types(request: web.Request) -> web.Response:
     return web.json_response([{"value": k, "label": v} for k, v in ORDER_TYPE_LABELS.items()])
 
 
+@public
 async def health(request: web.Request) -> web.Response:
     status = dict(request.app[status_key])
     try:

@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from cti.logs import get_logger
+from cti.auth import Role, require
 from cti.web import pool_key
 
 from . import outage_repo as repo
@@ -113,6 +114,7 @@ def _mapped(exc: Exception) -> web.Response:
 
 # -- handlers ----------------------------------------------------------------
 
+@require(Role.SUPERVISOR, Role.DEPARTMENT)
 async def publish_outage(request: web.Request) -> web.Response:
     """POST /api/outages — register and publish (``"publish": false`` keeps a draft)."""
     data = await _body(request)
@@ -188,21 +190,25 @@ async def _change(request: web.Request, action: str) -> web.Response:
     return web.json_response(_json(outage, now))
 
 
+@require(Role.SUPERVISOR, Role.DEPARTMENT)
 async def change_restoration(request: web.Request) -> web.Response:
     """POST /api/outages/{ref}/restoration {"expected_restore_at", "actor", "version"?, "note"?}"""
     return await _change(request, "restoration")
 
 
+@require(Role.SUPERVISOR, Role.DEPARTMENT)
 async def restore_outage(request: web.Request) -> web.Response:
     """POST /api/outages/{ref}/restore {"actor", "restored_at"?, "version"?, "note"?}"""
     return await _change(request, "restore")
 
 
+@require(Role.SUPERVISOR, Role.DEPARTMENT)
 async def cancel_outage(request: web.Request) -> web.Response:
     """POST /api/outages/{ref}/cancel {"actor", "reason", "version"?}"""
     return await _change(request, "cancel")
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 async def list_outages(request: web.Request) -> web.Response:
     """GET /api/outages?state=active|coming|all"""
     state = request.query.get("state", "all")
@@ -215,6 +221,7 @@ async def list_outages(request: web.Request) -> web.Response:
                               "outages": [o.to_dict(at=now) for o in outages]})
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 async def get_outage(request: web.Request) -> web.Response:
     """GET /api/outages/{ref} — by id or outage number, with its history."""
     now = _now(request)
@@ -227,6 +234,7 @@ async def get_outage(request: web.Request) -> web.Response:
     return web.json_response(_json(outage, now, events=events))
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 async def outages_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "outages.html")
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from cti.auth import Role, bearer_token_allowed, require
+
 from .model import AgentState
 from .prometheus import CONTENT_TYPE, Family, render
 from .routes import wallboard_key
@@ -82,6 +84,8 @@ def collect(snapshot: dict[str, Any], lifetime, ami_stats: dict[str, int] | None
 
 
 def metrics_handler(get_manager, get_pipeline, get_screenpop):
+    @require(Role.SUPERVISOR)  # or the HOTLINE_METRICS_TOKEN bearer token (Prometheus)
+    @bearer_token_allowed
     async def metrics(request: web.Request) -> web.Response:
         svc = request.app[wallboard_key]
         manager = get_manager(request.app)

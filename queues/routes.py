@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from cti.logs import get_logger
+from cti.auth import Role, principal_key, require
 
 from .service import TOPIC, ActionFailed, WallboardService
 
@@ -46,9 +47,10 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
     except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(reason="body must be JSON")
+        data = None
     if not isinstance(data, dict):
-        raise web.HTTPBadRequest(reason="body must be a JSON object")
+        raise web.HTTPBadRequest(text=json.dumps({"error": "bad_json", "message": "请求格式错误 / body must be a JSON "
+                                                  "object"}, ensure_ascii=False), content_type="application/json")
     return data
 
 
@@ -76,13 +78,18 @@ class _Invalid(Exception):
 
 
 def _who(request: web.Request) -> str:
+    principal = request.get(principal_key)
+    if principal is not None and principal.username != "metrics-token":
+        return principal.username
     return _clean_text(request.headers.get("X-Supervisor", ""), 32) or (request.remote or "")
 
 
+@require(Role.SUPERVISOR)
 async def wallboard_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "wallboard.html")
 
 
+@require(Role.SUPERVISOR)
 async def wallboard_ws(request: web.Request) -> web.WebSocketResponse:
     svc = request.app[wallboard_key]
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=16 * 1024)
@@ -101,6 +108,7 @@ async def wallboard_ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+@require(Role.SUPERVISOR)
 async def wallboard_snapshot(request: web.Request) -> web.Response:
     return web.json_response(request.app[wallboard_key].snapshot(), dumps=lambda o: json.dumps(
         o, ensure_ascii=False, default=str))
@@ -137,18 +145,22 @@ async def _act(request: web.Request, kind: str) -> web.Response:
     return web.json_response(result)
 
 
+@require(Role.SUPERVISOR)
 async def pause_agent(request: web.Request) -> web.Response:
     return await _act(request, "pause")
 
 
+@require(Role.SUPERVISOR)
 async def login_agent(request: web.Request) -> web.Response:
     return await _act(request, "login")
 
 
+@require(Role.SUPERVISOR)
 async def logout_agent(request: web.Request) -> web.Response:
     return await _act(request, "logout")
 
 
+@require(Role.SUPERVISOR)
 async def set_surge(request: web.Request) -> web.Response:
     data = await _body(request)
     mode = data.get("mode")

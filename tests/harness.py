@@ -10,6 +10,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from cti.app import DemoOptions, build_app, demo_config, manager_key, pipeline_key, services_key
+from cti.auth import COOKIE, DEMO_DEPARTMENTS, AuthStore, Role, auth_store_key, install_auth, make_hasher
 from cti.config import load_config
 
 
@@ -17,7 +18,8 @@ from cti.config import load_config
 async def running_service(db_url: str, **overrides):
     overrides.setdefault("state_dir", tempfile.mkdtemp(prefix="hotline-svc-"))
     cfg = demo_config(load_config(env={}, http_port=0, sim_speed=20.0, **overrides))
-    app = build_app(cfg, demo=DemoOptions(traffic=False), dsn=db_url)
+    app = build_app(cfg, demo=DemoOptions(traffic=False, accounts=False), dsn=db_url)
+    app[auth_store_key].hasher = make_hasher(cheap=True)  # tests: argon2id at a small cost
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -35,10 +37,96 @@ async def running_service(db_url: str, **overrides):
         await runner.cleanup()
 
 
+def account_for(username: str, role: Role | str | None = None, agent_id: str | None = None,
+                department: str | None = None) -> tuple[Role, str, str]:
+    """Role, agent id and department from a test username: ``agent1001``,
+    ``supervisor``, ``admin``, ``qiangxiu`` (抢修班) / ``yingye`` (供电营业所),
+    ``dept…`` (pass ``department=``); or say it with the keywords."""
+    if role is None:
+        if username.startswith("agent"):
+            role = Role.AGENT
+        elif username.startswith("admin"):
+            role = Role.ADMIN
+        elif username in DEMO_DEPARTMENTS or username.startswith("dept") or department:
+            role = Role.DEPARTMENT
+        else:
+            role = Role.SUPERVISOR
+    role = Role(role)
+    if role is Role.AGENT and not agent_id:
+        agent_id = username.removeprefix("agent") or "1001"
+    if role is Role.DEPARTMENT and not department:
+        department = DEMO_DEPARTMENTS.get(username, "抢修班")
+    return role, agent_id or "", department or ""
+
+
+def password_for(username: str) -> str:
+    return f"pw-{username}-0123456789"
+
+
+class AuthHelper:
+    """Log test clients in: users are created on the fly (role from the name,
+    see :func:`account_for`)."""
+
+    def __init__(self, base_url: str, store: AuthStore):
+        self.base_url = base_url
+        self.store = store
+        self._made: set[str] = set()
+
+    async def user(self, username: str, **kw) -> str:
+        if username not in self._made:
+            role, agent_id, department = account_for(username, **kw)
+            await self.store.create_user(username, password_for(username), role, agent_id=agent_id,
+                                         department=department, display_name=username, replace=True)
+            self._made.add(username)
+        return password_for(username)
+
+    async def login(self, session, username: str = "supervisor", **kw) -> str:
+        """Log an ``aiohttp.ClientSession`` (or a ``TestClient``) in; the
+        session then sends the cookie and the CSRF header on every request
+        (and websocket).  Returns the CSRF token."""
+        password = await self.user(username, **kw)
+        http = getattr(session, "session", session)  # TestClient wraps a ClientSession
+        for h in ("Cookie", "X-CSRF-Token"):
+            http.headers.popall(h, None)
+        url = session.make_url("/api/login") if hasattr(session, "make_url") else self.base_url + "/api/login"
+        async with http.post(url, json={"username": username, "password": password}) as r:
+            body = await r.json()
+            assert r.status == 200, body
+            token = r.cookies[COOKIE].value
+        http.headers["Cookie"] = f"{COOKIE}={token}"
+        http.headers["X-CSRF-Token"] = body["csrf_token"]
+        return body["csrf_token"]
+
+    async def login_page(self, page, username: str = "supervisor", **kw) -> None:
+        """Log a Playwright page in through the real login form."""
+        password = await self.user(username, **kw)
+        await page.goto(self.base_url + "/login")
+        await page.fill("#username", username)
+        await page.fill("#password", password)
+        async with page.expect_navigation():
+            await page.click("#login-submit")
+        assert "/login" not in page.url, page.url
+
+
+def auth_for_app(app: web.Application, pool, base_url: str = "") -> AuthHelper:
+    """For tests that build their own app: install the auth middleware and
+    routes (call before the app starts) and return a helper to log in."""
+    store = install_auth(app, lambda: pool, hasher=make_hasher(cheap=True))
+    return AuthHelper(base_url, store)
+
+
+async def login_page(page, svc, username: str = "supervisor", **kw) -> None:
+    await svc.auth.login_page(page, username, **kw)
+
+
 class Service:
     def __init__(self, app: web.Application, base_url: str):
         self.app = app
         self.base_url = base_url
+        self.auth = AuthHelper(base_url, app[auth_store_key])
+
+    async def login(self, session, username: str = "supervisor", **kw) -> str:
+        return await self.auth.login(session, username, **kw)
 
     @property
     def simulator(self):

@@ -11,7 +11,7 @@ from playwright.async_api import async_playwright
 
 from cti.simulator import CallSpec
 
-from .harness import running_service
+from .harness import login_page, running_service
 
 CHROMIUM = shutil.which("chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -33,6 +33,7 @@ async def test_agent_sees_screen_pop_saves_order_and_it_is_in_postgres(db_url, b
         page = await browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        await login_page(page, svc, "agent1001")
         await page.goto(f"{svc.base_url}/agent/1001")
         await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
         assert await page.is_visible("#waiting")
@@ -72,6 +73,7 @@ async def test_markup_in_caller_name_is_shown_as_text(db_url, browser):
     payload = '<img src=x onerror="window.__xss=1">'
     async with running_service(db_url) as svc:
         page = await browser.new_page()
+        await login_page(page, svc, "agent1002")
         await page.goto(f"{svc.base_url}/agent/1002")
         await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
         call = asyncio.create_task(svc.simulator.place_call(CallSpec(
@@ -89,6 +91,7 @@ async def test_markup_in_caller_name_is_shown_as_text(db_url, browser):
 async def test_incomplete_order_shows_the_missing_fields(db_url, browser):
     async with running_service(db_url) as svc:
         page = await browser.new_page()
+        await login_page(page, svc, "agent1003")
         await page.goto(f"{svc.base_url}/agent/1003")
         await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
         call = asyncio.create_task(svc.simulator.place_call(CallSpec(

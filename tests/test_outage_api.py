@@ -13,6 +13,8 @@ from cti.workdays import CHINA_TZ
 from ivr import outage_repo
 from ivr.outage_web import add_outage_routes, outage_clock_key, outage_hooks_key
 
+from .harness import auth_for_app
+
 NOW = datetime(2026, 9, 28, 10, 0, tzinfo=CHINA_TZ)   # Monday before National Day
 
 
@@ -37,8 +39,11 @@ async def client(pool):
     app[outage_clock_key] = lambda: NOW
     add_routes(app)
     add_outage_routes(app, hook_timeout=2.0)
+    auth = auth_for_app(app, pool)
     async with TestClient(TestServer(app)) as c:
         c.hooked = []
+        c.auth = auth
+        await auth.login(c, "qiangxiu")   # departments publish outages
         yield c
 
 

@@ -13,6 +13,8 @@ from playwright.async_api import async_playwright
 from cti.web import add_routes, pool_key
 from ivr.outage_web import add_outage_routes
 
+from .harness import auth_for_app
+
 CHROMIUM = shutil.which("chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 XSS = '<img src=x onerror="window.__xss=1">'
@@ -34,13 +36,16 @@ async def test_outage_page_lists_active_and_coming_with_flags_and_shows_markup_a
     app[pool_key] = pool
     add_routes(app)
     add_outage_routes(app)
+    auth = auth_for_app(app, pool)
     server = TestServer(app)
     await server.start_server()
     try:
         now = datetime.now(timezone.utc)
         base = f"http://{server.host}:{server.port}"
+        auth.base_url = base
         import aiohttp
         async with aiohttp.ClientSession() as s:
+            await auth.login(s, "qiangxiu")
             r = await s.post(base + "/api/outages", json={
                 "kind": "fault", "reason": "10kV才湾线故障 " + XSS, "actor": "调度所",
                 "areas": [{"type": "transformer_area", "name": "才湾2号台区"}, {"type": "village", "name": XSS}],
@@ -57,6 +62,7 @@ async def test_outage_page_lists_active_and_coming_with_flags_and_shows_markup_a
         page = await browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        await auth.login_page(page, "agent1001")
         await page.goto(base + "/outages")
         await page.wait_for_selector('#status[data-state="ok"]', timeout=10_000)
         assert await page.text_content("#active-count") == "1"

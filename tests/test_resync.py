@@ -283,6 +283,7 @@ async def test_draft_of_a_call_that_ended_while_disconnected_is_withdrawn(db_url
 
     async with running_service(db_url, ami_backoff_initial_s=0.05, ami_backoff_max_s=0.2) as svc, \
             aiohttp.ClientSession() as http:
+        await svc.login(http)
         sim = svc.simulator
         resync = svc.app[services_key]["resync"]
         assert await _until(lambda: resync.runs >= 1)

@@ -23,6 +23,7 @@ async def _next_pop(ws, timeout=10.0):
 
 async def test_ringing_agent_gets_prefilled_work_order_and_saves_it(db_url):
     async with running_service(db_url) as svc, aiohttp.ClientSession() as http:
+        await svc.login(http)
         async with http.ws_connect(f"{svc.base_url}/ws/agent/1001") as ws, \
                 http.ws_connect(f"{svc.base_url}/ws/agent/1002") as other:
             call = asyncio.create_task(svc.simulator.place_call(CallSpec(
@@ -76,6 +77,7 @@ async def test_ringing_agent_gets_prefilled_work_order_and_saves_it(db_url):
 
 async def test_next_call_shows_the_callers_recent_orders(db_url):
     async with running_service(db_url) as svc, aiohttp.ClientSession() as http:
+        await svc.login(http)
         async with http.ws_connect(f"{svc.base_url}/ws/agent/1003") as ws:
             spec = dict(caller_num="13800138000", caller_name="张三", ivr_choice="complaint",
                         customer_id="", outage_id="", agent="1003", outcome="answered", ring_s=1, talk_s=1)
@@ -96,6 +98,7 @@ async def test_next_call_shows_the_callers_recent_orders(db_url):
 
 async def test_unknown_caller_gets_number_and_empty_customer_section(db_url):
     async with running_service(db_url) as svc, aiohttp.ClientSession() as http:
+        await svc.login(http)
         async with http.ws_connect(f"{svc.base_url}/ws/agent/1002") as ws:
             task = asyncio.create_task(svc.simulator.place_call(CallSpec(
                 caller_num="13912345678", caller_name="", ivr_choice="complaint", customer_id="",
@@ -126,6 +129,7 @@ async def test_abandoned_call_is_recorded_as_abandoned(db_url):
 async def test_screen_pop_survives_a_broken_database(db_url):
     """The agent still sees the caller when the work-order store fails."""
     async with running_service(db_url) as svc, aiohttp.ClientSession() as http:
+        await svc.login(http)
         async with http.ws_connect(f"{svc.base_url}/ws/agent/1004") as ws:
             conn = await asyncpg.connect(db_url)
             try:
@@ -146,6 +150,7 @@ async def test_ringall_loser_draft_is_withdrawn_and_winner_keeps_it(db_url):
     """complaint is a ringall queue: both agents ring and get a draft; the one
     who did not answer sees it withdrawn, nothing half-written remains."""
     async with running_service(db_url) as svc, aiohttp.ClientSession() as http:
+        await svc.login(http)
         async with http.ws_connect(f"{svc.base_url}/ws/agent/1002") as ws2, \
                 http.ws_connect(f"{svc.base_url}/ws/agent/1003") as ws3:
             task = asyncio.create_task(svc.simulator.place_call(CallSpec(

@@ -405,6 +405,7 @@ async def _next_pop(ws, timeout=15.0):
 
 async def test_end_to_end_ivr_to_queue_to_screen_pop(db_url):
     async with running_service(db_url) as svc, aiohttp.ClientSession() as http:
+        await svc.login(http)
         from cti.app import services_key
 
         agi = svc.app[services_key]["agi"]

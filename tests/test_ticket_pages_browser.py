@@ -19,7 +19,7 @@ from playwright.async_api import async_playwright
 from cti.simulator import CallSpec
 from tickets.workflow import Workflow
 
-from .harness import running_service
+from .harness import login_page, running_service
 from .tickets_support import accepted, add_customer
 
 CHROMIUM = shutil.which("chromium")
@@ -38,10 +38,13 @@ async def browser():
             await b.close()
 
 
-async def _page(browser, errors: list[str]):
-    page = await browser.new_page()
+async def _page(browser, errors: list[str], svc=None, user: str | None = None):
+    # the pages' CSP forbids eval, which Playwright's wait_for_function(string) needs
+    page = await browser.new_page(bypass_csp=True)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.set_default_timeout(T)
+    if svc is not None:
+        await login_page(page, svc, user)
     return page
 
 
@@ -49,7 +52,7 @@ async def test_agent_classifies_dispatches_department_feeds_back_agent_calls_bac
     errors: list[str] = []
     async with running_service(db_url) as svc:
         # -- 1. the agent's desktop: screen-pop, classify the complaint, accept ----------
-        desk = await _page(browser, errors)
+        desk = await _page(browser, errors, svc, "agent1002")
         await desk.goto(f"{svc.base_url}/agent/1002")
         await desk.wait_for_selector('#conn[data-state="open"]')
         call = asyncio.create_task(svc.simulator.place_call(CallSpec(
@@ -75,7 +78,7 @@ async def test_agent_classifies_dispatches_department_feeds_back_agent_calls_bac
         await call
 
         # -- 2. the order view: dispatch to a department and a named person ------------
-        view = await _page(browser, errors)
+        view = await _page(browser, errors, svc, "agent1002")
         await view.goto(f"{svc.base_url}{href}")
         await view.wait_for_selector('#o-status[data-status="accepted"]')
         assert await view.input_value("#actor") == "1002"
@@ -89,7 +92,7 @@ async def test_agent_classifies_dispatches_department_feeds_back_agent_calls_bac
         assert await view.locator('#events tr[data-event="OrderDispatched"]').count() == 1
 
         # -- 3. the department: sign for it, record an extension, feed back ------------
-        dept = await _page(browser, errors)
+        dept = await _page(browser, errors, svc, "yingye")
         await dept.goto(f"{svc.base_url}/department/{quote('供电营业所')}?actor={quote('李四')}")
         card = f"#d-{order_id}"
         await dept.wait_for_selector(f'{card}[data-status="dispatched"]')
@@ -110,7 +113,7 @@ async def test_agent_classifies_dispatches_department_feeds_back_agent_calls_bac
         await dept.wait_for_selector(card, state="detached")  # left the inbox
 
         # -- 4. the callback worklist: satisfied → closed --------------------------------
-        cb = await _page(browser, errors)
+        cb = await _page(browser, errors, svc, "agent1002")
         await cb.goto(f"{svc.base_url}/callbacks?actor=1002")
         row = f'tr.task[data-order-no="{order_no}"]'
         await cb.wait_for_selector(row)
@@ -154,7 +157,7 @@ async def test_agent_classifies_dispatches_department_feeds_back_agent_calls_bac
 async def test_knowledge_search_during_a_call_and_on_its_page(db_url, browser):
     errors: list[str] = []
     async with running_service(db_url) as svc:
-        desk = await _page(browser, errors)
+        desk = await _page(browser, errors, svc, "agent1001")
         await desk.goto(f"{svc.base_url}/agent/1001")
         await desk.wait_for_selector('#conn[data-state="open"]')
         await desk.fill("#kb-q", "阶梯电价")
@@ -163,7 +166,7 @@ async def test_knowledge_search_during_a_call_and_on_its_page(db_url, browser):
         await desk.wait_for_selector(first)
         assert "居民阶梯电价怎么计算" in await desk.text_content(first)
 
-        kb = await _page(browser, errors)
+        kb = await _page(browser, errors, svc, "agent1001")
         await kb.goto(f"{svc.base_url}/knowledge")
         await kb.wait_for_selector("#kb-results .kb-article")            # all articles, by topic
         await kb.fill("#kb-q", "新装")
@@ -186,7 +189,8 @@ async def test_stale_version_shows_the_conflict_and_script_payloads_stay_text(db
         await conn.close()
     errors: list[str] = []
     async with running_service(db_url) as svc, aiohttp.ClientSession() as http:
-        view = await _page(browser, errors)
+        await svc.login(http, "agent1003")
+        view = await _page(browser, errors, svc, "agent1001")
         await view.goto(f"{svc.base_url}/orders/{order['id']}?actor=1001")
         await view.wait_for_selector('#o-status[data-status="accepted"]')
         assert await view.text_content("#o-description") == payload
@@ -211,11 +215,11 @@ async def test_stale_version_shows_the_conflict_and_script_payloads_stay_text(db
         assert "赵六" in await view.text_content("#o-department")     # the other person's save stands
 
         # the search page and the department inbox show the payloads as text too
-        search = await _page(browser, errors)
+        search = await _page(browser, errors, svc, "agent1001")
         await search.goto(f"{svc.base_url}/orders?q={quote(order['order_no'])}")
         await search.wait_for_selector(f'tr.order-row[data-order-no="{order["order_no"]}"]')
         assert name in await search.text_content("#results")
-        dept = await _page(browser, errors)
+        dept = await _page(browser, errors, svc, "qiangxiu")
         await dept.goto(f"{svc.base_url}/department/{quote('抢修班')}")
         await dept.wait_for_selector(f"#d-{order['id']}")
         assert payload in await dept.text_content(f"#d-{order['id']}")

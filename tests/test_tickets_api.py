@@ -7,6 +7,7 @@ from cti.web import add_routes, pool_key
 from tickets.routes import add_ticket_routes
 from tickets.workflow import TicketSettings
 
+from .harness import auth_for_app
 from .tickets_support import Clock, add_customer, cst, draft
 
 CREW = {"department": "城关抢修班", "assignee": "王师傅", "assignee_phone": "13900001111"}
@@ -19,8 +20,11 @@ async def api(pool):
     add_routes(app)                     # the agent desktop's routes and error middleware, as in cti/app.py
     app[pool_key] = pool
     add_ticket_routes(app, settings=TicketSettings(clock=clock))
+    auth = auth_for_app(app, pool)
     async with TestClient(TestServer(app)) as client:
         client.clock = clock
+        client.auth = auth
+        await auth.login(client, "supervisor")   # the whole loop: a supervisor may take every step
         yield client
 
 
@@ -98,7 +102,7 @@ async def test_api_errors_are_clear_and_nothing_is_half_written(api, pool):
     r = await api.post(f"/api/tickets/orders/{oid}/dispatch", json={**CREW, "actor": "a"})
     assert r.status == 422 and "version" in (await r.json())["fields"]
     r = await api.post(f"/api/tickets/orders/{oid}/dispatch", data="not json")
-    assert r.status == 422
+    assert r.status == 400 and (await r.json())["error"] == "bad_json"
     r = await api.post(f"/api/tickets/orders/{oid}/teleport", json={"version": v, "actor": "a"})
     assert r.status == 404
     assert (await api.get("/api/tickets/orders/999999")).status == 404

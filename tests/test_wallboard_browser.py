@@ -11,7 +11,7 @@ from playwright.async_api import async_playwright
 
 from cti.simulator import CallSpec
 
-from .harness import running_service
+from .harness import login_page, running_service
 
 CHROMIUM = shutil.which("chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -34,6 +34,7 @@ async def test_wallboard_follows_a_call_and_pauses_an_agent(db_url, browser, tmp
         page = await browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        await login_page(page, svc, "supervisor")
         await page.goto(f"{svc.base_url}/wallboard")
         await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
         repair = 'tr[data-queue="repair"]'

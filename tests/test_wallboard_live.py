@@ -18,12 +18,14 @@ IFACE = "Local/{}@agents"
 
 async def _get(svc, path):
     async with aiohttp.ClientSession() as s:
+        await svc.login(s, "supervisor")
         async with s.get(svc.base_url + path) as r:
             return r.status, (await r.json() if r.content_type == "application/json" else await r.text())
 
 
 async def _post(svc, path, body):
     async with aiohttp.ClientSession() as s:
+        await svc.login(s, "supervisor")
         async with s.post(svc.base_url + path, json=body) as r:
             return r.status, await r.json()
 
@@ -214,6 +216,7 @@ async def test_metrics_endpoint_in_prometheus_text_format(db_url):
                                                 ring_s=5, wait_s=3, ring_order=(), via_ivr=False))
         await _settle(svc)
         async with aiohttp.ClientSession() as s:
+            await svc.login(s, "supervisor")
             async with s.get(svc.base_url + "/metrics") as r:
                 assert r.status == 200
                 assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")

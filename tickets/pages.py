@@ -11,6 +11,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cti.auth import Role, principal_key, require
+
 __all__ = ["PAGES", "add_ticket_pages"]
 
 STATIC = Path(__file__).resolve().parent.parent / "cti" / "static"
@@ -26,13 +28,28 @@ PAGES: dict[str, str] = {
 }
 
 
-def _page(filename: str):
+_A, _S, _D = Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT
+# URL -> who may open it (admins always may)
+PAGE_ROLES: dict[str, tuple[Role, ...]] = {
+    "/orders": (_A, _S, _D),
+    "/orders/{order_id}": (_A, _S, _D),
+    "/callbacks": (_A, _S),
+    "/department": (_S, _D),
+    "/department/{department}": (_S, _D),
+    "/knowledge": (_A, _S, _D),
+}
+
+
+def _page(filename: str, roles: tuple[Role, ...]):
     async def handler(request: web.Request) -> web.StreamResponse:
+        dept = request.match_info.get("department")
+        if dept is not None and not request[principal_key].may_see_department(dept):
+            raise web.HTTPForbidden(reason="not your department")
         return web.FileResponse(STATIC / filename, headers={"Cache-Control": "no-cache"})
     handler.__name__ = "page_" + filename.replace(".", "_")
-    return handler
+    return require(*roles)(handler)
 
 
 def add_ticket_pages(app: web.Application) -> None:
     for path, filename in PAGES.items():
-        app.router.add_get(path, _page(filename))
+        app.router.add_get(path, _page(filename, PAGE_ROLES[path]))

@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from cti.auth import Role, principal_key, require
 from cti.logs import get_logger
 from cti.web import pool_key
 from cti.workdays import CHINA_TZ
@@ -47,6 +48,19 @@ URL_ACTIONS = {
     "callback": Action.CALLBACK, "return": Action.RETURN, "close": Action.CLOSE, "extend": Action.EXTEND,
     "classify": Action.CLASSIFY, "appeal": Action.APPEAL, "appeal-decide": Action.APPEAL_DECIDE,
     "detach": Action.DETACH,
+}
+#: who may take each action (admins always may); the department signs for,
+#: feeds back, extends and appeals; the hotline does the rest
+ACTION_ROLES: dict[Action, tuple[Role, ...]] = {
+    Action.DISPATCH: (Role.AGENT, Role.SUPERVISOR), Action.START: (Role.DEPARTMENT, Role.SUPERVISOR),
+    Action.FEEDBACK: (Role.DEPARTMENT, Role.SUPERVISOR), Action.CALLBACK: (Role.AGENT, Role.SUPERVISOR),
+    Action.RETURN: (Role.AGENT, Role.SUPERVISOR), Action.CLOSE: (Role.AGENT, Role.SUPERVISOR),
+    Action.EXTEND: (Role.DEPARTMENT, Role.SUPERVISOR), Action.CLASSIFY: (Role.AGENT, Role.SUPERVISOR),
+    Action.APPEAL: (Role.DEPARTMENT, Role.SUPERVISOR), Action.APPEAL_DECIDE: (Role.SUPERVISOR,),
+    Action.DETACH: (Role.AGENT, Role.SUPERVISOR),
+    Action.CREW_ARRIVAL: (Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT),
+    Action.CREW_FINDINGS: (Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT),
+    Action.CREW_RESULT: (Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT),
 }
 CREW_REPORTS = {"arrival": Action.CREW_ARRIVAL, "findings": Action.CREW_FINDINGS, "result": Action.CREW_RESULT}
 
@@ -88,7 +102,30 @@ def _guard(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
             return _error(409, "not_editable", f"工单状态为 {exc} ,不能修改 / order is {exc}")
         except orders.OrderNotFound:
             return _error(404, "not_found", "工单不存在 / no such work order")
+        except _BadJson:
+            return _error(400, "bad_json", "请求须为 JSON 对象 / body must be a JSON object")
+        except _NotAllowed:
+            return _error(403, "forbidden", "您的角色不能执行此操作 / your role may not do this")
     return wrapped
+
+
+class _NotAllowed(Exception):
+    pass
+
+
+def _own_department(request: web.Request) -> str | None:
+    """A department user's own department (their reads are limited to it); None for others."""
+    principal = request.get(principal_key)
+    if principal is not None and principal.role is Role.DEPARTMENT:
+        return principal.department
+    return None
+
+
+def _check_department(request: web.Request, order: dict[str, Any]) -> None:
+    """Department users see only orders dispatched to their department (404 otherwise)."""
+    dept = _own_department(request)
+    if dept is not None and order.get("department") != dept:
+        raise orders.OrderNotFound(order.get("id"))
 
 
 def _svc(request: web.Request) -> TicketServices:
@@ -102,13 +139,17 @@ def _order_id(request: web.Request) -> int:
     return int(raw)
 
 
+class _BadJson(Exception):
+    pass
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
     except (ValueError, UnicodeDecodeError):
-        raise ValidationError({"body": "请求须为 JSON / body must be JSON"}) from None
+        raise _BadJson() from None
     if not isinstance(data, dict):
-        raise ValidationError({"body": "请求须为 JSON 对象 / body must be a JSON object"})
+        raise _BadJson()
     return data
 
 
@@ -138,21 +179,26 @@ async def _deliver(request: web.Request, order_id: int) -> None:
 
 # -- orders ---------------------------------------------------------------------------
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def get_order(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
-        return web.json_response(await _svc(request).workflow.detail(conn, _order_id(request)))
+        detail = await _svc(request).workflow.detail(conn, _order_id(request))
+        _check_department(request, detail)
+        return web.json_response(detail)
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def get_events(request: web.Request) -> web.Response:
     wf = _svc(request).workflow
     async with request.app[pool_key].acquire() as conn:
         oid = _order_id(request)
-        await wf.get(conn, oid)
+        _check_department(request, await wf.get(conn, oid))
         return web.json_response(await wf.events(conn, oid))
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def search(request: web.Request) -> web.Response:
     status = _opt(request, "status", 20)
@@ -164,9 +210,10 @@ async def search(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
         return web.json_response(await queries.search_orders(
             conn, request.query.get("q", ""), status=status, order_type=otype,
-            department=_opt(request, "department"), limit=_limit(request)))
+            department=_own_department(request) or _opt(request, "department"), limit=_limit(request)))
 
 
+@require(Role.AGENT, Role.SUPERVISOR)
 @_guard
 async def accept(request: web.Request) -> web.Response:
     """Save the draft as an accepted order, with the category, and the
@@ -201,6 +248,8 @@ async def accept(request: web.Request) -> web.Response:
 async def _act(request: web.Request, action: Action, data: dict[str, Any]) -> web.Response:
     svc = _svc(request)
     oid = _order_id(request)
+    if not request[principal_key].has(*ACTION_ROLES.get(action, (Role.SUPERVISOR,))):
+        raise _NotAllowed()
     errors: dict[str, str] = {}
     try:
         actor = validate_actor(data.get("actor"))
@@ -213,6 +262,8 @@ async def _act(request: web.Request, action: Action, data: dict[str, Any]) -> we
     if errors:
         raise ValidationError(errors)
     async with request.app[pool_key].acquire() as conn:
+        if _own_department(request) is not None:
+            _check_department(request, await svc.workflow.get(conn, oid))
         async with conn.transaction():
             await svc.workflow.act(conn, oid, action.value, data, actor=actor, version=version,
                                    heavy_load=svc.heavy_load)
@@ -222,6 +273,7 @@ async def _act(request: web.Request, action: Action, data: dict[str, Any]) -> we
         return web.json_response(await svc.workflow.detail(conn, oid))
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def transition(request: web.Request) -> web.Response:
     name = request.match_info["action"]
@@ -231,6 +283,7 @@ async def transition(request: web.Request) -> web.Response:
     return await _act(request, action, await _body(request))
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def crew_report(request: web.Request) -> web.Response:
     data = await _body(request)
@@ -240,6 +293,7 @@ async def crew_report(request: web.Request) -> web.Response:
     return await _act(request, action, data)
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def known_faults(request: web.Request) -> web.Response:
     wf = _svc(request).workflow
@@ -258,17 +312,19 @@ async def known_faults(request: web.Request) -> web.Response:
         return web.json_response([f.to_dict() for f in faults])
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def attached_callers(request: web.Request) -> web.Response:
     wf = _svc(request).workflow
     async with request.app[pool_key].acquire() as conn:
         oid = _order_id(request)
-        await wf.get(conn, oid)
+        _check_department(request, await wf.get(conn, oid))
         return web.json_response(await wf.attached_callers(conn, oid))
 
 
 # -- worklists ------------------------------------------------------------------------------
 
+@require(Role.AGENT, Role.SUPERVISOR)
 @_guard
 async def callbacks(request: web.Request) -> web.Response:
     wf = _svc(request).workflow
@@ -278,6 +334,7 @@ async def callbacks(request: web.Request) -> web.Response:
             conn, now=wf.now(), quiet=wf.policy.quiet, limit=_limit(request, 200), agent=agent))
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def deadlines(request: web.Request) -> web.Response:
     wf = _svc(request).workflow
@@ -291,18 +348,23 @@ async def deadlines(request: web.Request) -> web.Response:
         raise ValidationError({"kind": f"kind must be one of {', '.join(DEADLINE_KINDS)}"})
     async with request.app[pool_key].acquire() as conn:
         return web.json_response(await queries.deadline_list(
-            conn, states=states, kind=kind, department=_opt(request, "department"), now=wf.now(),
+            conn, states=states, kind=kind, department=_own_department(request) or _opt(request, "department"),
+            now=wf.now(),
             limit=_limit(request, 200)))
 
 
+@require(Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def inbox(request: web.Request) -> web.Response:
     dept = request.match_info["department"].strip()[:100]
+    if not request[principal_key].may_see_department(dept):
+        raise _NotAllowed()
     async with request.app[pool_key].acquire() as conn:
         return web.json_response(await queries.department_inbox(
             conn, dept, include_done=request.query.get("all") == "1", limit=_limit(request, 200)))
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def departments_list(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
@@ -311,6 +373,7 @@ async def departments_list(request: web.Request) -> web.Response:
     return web.json_response(names)
 
 
+@require(Role.AGENT, Role.SUPERVISOR)
 @_guard
 async def get_load(request: web.Request) -> web.Response:
     svc = _svc(request)
@@ -322,6 +385,7 @@ async def get_load(request: web.Request) -> web.Response:
                               "threshold": svc.workflow.policy.heavy_load_pending_callbacks})
 
 
+@require(Role.SUPERVISOR)
 @_guard
 async def put_load(request: web.Request) -> web.Response:
     data = await _body(request)
@@ -336,11 +400,13 @@ async def put_load(request: web.Request) -> web.Response:
 
 # -- reference data ----------------------------------------------------------------------
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def categories(request: web.Request) -> web.Response:
     return web.json_response(_svc(request).workflow.settings.categories.to_json())
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def meta(request: web.Request) -> web.Response:
     policy = _svc(request).workflow.policy
@@ -374,6 +440,7 @@ def _period(request: web.Request) -> tuple[datetime, datetime]:
             datetime.combine(end + timedelta(days=1), datetime.min.time(), CHINA_TZ))
 
 
+@require(Role.SUPERVISOR)
 @_guard
 async def arrival(request: web.Request) -> web.Response:
     since, until = _period(request)
@@ -383,6 +450,7 @@ async def arrival(request: web.Request) -> web.Response:
                               "target": 0.99})
 
 
+@require(Role.SUPERVISOR)
 @_guard
 async def complaints(request: web.Request) -> web.Response:
     since, until = _period(request)
@@ -400,6 +468,7 @@ async def _seeded(request: web.Request, conn) -> None:
         svc.knowledge_seeded = True
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def knowledge(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:
@@ -408,6 +477,7 @@ async def knowledge(request: web.Request) -> web.Response:
             conn, request.query.get("q", "")[:100], topic=_opt(request, "topic"), limit=_limit(request, 20, 100)))
 
 
+@require(Role.AGENT, Role.SUPERVISOR, Role.DEPARTMENT)
 @_guard
 async def knowledge_article(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn:

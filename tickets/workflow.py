@@ -415,18 +415,18 @@ class Workflow:
         out: list[KnownFault] = []
         if transformer_area.strip() or feeder.strip() or village.strip():
             rows = await conn.fetch(
-                f"""SELECT w.id, w.order_no, w.status, w.transformer_area, w.feeder, w.village, w.accepted_at,
+                """SELECT w.id, w.order_no, w.status, w.transformer_area, w.feeder, w.village, w.accepted_at,
                            w.created_at, w.major_outage, w.description, w.department, w.assignee, w.arrived_at,
                            w.expected_repair_at, w.findings,
                            (SELECT count(*) FROM fault_callers f WHERE f.fault_order_id = w.id
                               AND f.detached_at IS NULL) AS callers
                     FROM work_orders w
-                    WHERE w.order_type = 'repair' AND w.status IN {OPEN_FAULT_STATUSES}
+                    WHERE w.order_type = 'repair' AND w.status = ANY($4::text[])
                       AND w.merged_into_order_id IS NULL AND w.merged_outage_id IS NULL
                       AND ($3::bigint IS NULL OR w.id <> $3)
                       AND (   ($1 <> '' AND w.transformer_area <> '' AND ticket_area_key(w.transformer_area) = ticket_area_key($1))
                            OR ($2 <> '' AND w.feeder <> '' AND ticket_area_key(w.feeder) = ticket_area_key($2)))""",
-                transformer_area or "", feeder or "", exclude_order_id)
+                transformer_area or "", feeder or "", exclude_order_id, list(OPEN_FAULT_STATUSES))
             for r in rows:
                 if transformer_area and area_key(r["transformer_area"]) == area_key(transformer_area):
                     on, name = "transformer_area", r["transformer_area"]

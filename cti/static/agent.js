@@ -123,7 +123,7 @@
     const out = $("save-result");
     out.textContent = "保存中… Saving…";
     try {
-      const r = await fetch(`/api/orders/${current.id}`, {
+      const r = await window.apiFetch(`/api/orders/${current.id}`, {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       const data = await r.json();
       if (r.ok) {

@@ -63,7 +63,7 @@
       init.body = JSON.stringify(body);
     }
     try {
-      const r = await fetch(path, init);
+      const r = await window.apiFetch(path, init);
       let data = null;
       try { data = await r.json(); } catch (e) { data = null; }
       return { ok: r.ok, status: r.status, data };
@@ -110,6 +110,11 @@
     let stored = "";
     try { stored = localStorage.getItem("hotline.actor") || ""; } catch (e) { stored = ""; }
     input.value = (fromUrl || stored || "").slice(0, 64);
+    if (!input.value && window.Auth) {  // default: the logged-in user
+      window.Auth.me().then((w) => {
+        if (w && !input.value) input.value = String(w.agent_id || w.display_name || w.username || "").slice(0, 64);
+      });
+    }
     input.addEventListener("change", () => {
       try { localStorage.setItem("hotline.actor", input.value.trim()); } catch (e) { /* private mode */ }
     });

@@ -194,7 +194,7 @@
     $("action-result").className = "result";
     let resp, data;
     try {
-      resp = await fetch("/api/wallboard/" + kind, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      resp = await window.apiFetch("/api/wallboard/" + kind, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       data = await resp.json();
     } catch (e) {
       showResult(false, "请求失败,请检查网络 / request failed: " + e);

@@ -1,0 +1,463 @@
+"""Recording use-cases: the pipeline handler that indexes MixMonitor files,
+the durable background worker (index recovery, transcoding, retention).
+
+Life of a recording row::
+
+    VarSet MIXMONITOR_FILENAME ──▶ recording ──MixMonitorStop / Hangup (first; once)──▶
+        indexed | missing | corrupt          (rejected: unsafe name, at once)
+    indexed ──worker: compact copy verified, original removed──▶ transcoded
+    indexed/transcoded/missing/corrupt ──retention over, no legal hold──▶ expired (files deleted)
+
+Nothing here raises into the pipeline: a bad file or name is a row state
+plus an error log line."""
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import asyncpg
+
+from cti.events import AgentConnected, ChannelHungUp, RecordingStarted, RecordingStopped
+from cti.logs import get_logger
+
+from . import repository as repo
+from .audio import COMPACT_FORMATS, RecordingFileError, Writer, make_compact_copy, probe_wav, pydub_writer
+from .model import (
+    UnsafeName, check_relative, is_expired, legal_hold_until, parse_name, relative_path, retention_until,
+    safe_error_text,
+)
+
+log = get_logger("hotline.recordings")
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    root: str                         # where the CTI reads the files
+    asterisk_root: str = ""           # the same directory as Asterisk names it ("" = root)
+    archive_root: str = ""            # where compact copies go ("" = root)
+    retention_days: int = 365
+    compact_format: str = "opus"      # opus | mp3 | "" (no transcoding)
+    # the file may still be closing when MixMonitorStop arrives: retry these delays
+    index_retry_delays: tuple[float, ...] = (0.5, 2.0, 5.0)
+    stale_after_s: float = 6 * 3600   # a recording never ended after this is indexed anyway
+    transcode_batch: int = 4
+    transcode_lease_s: float = 600.0
+    transcode_retry_s: float = 300.0  # first retry after a failure (doubles, max 1 day)
+
+    @property
+    def ami_root(self) -> str:
+        return self.asterisk_root or self.root
+
+    @property
+    def copy_root(self) -> str:
+        return self.archive_root or self.root
+
+    def original(self, rel: str) -> Path:
+        return Path(self.root) / check_relative(rel)
+
+    def copy(self, rel: str) -> Path:
+        return Path(self.copy_root) / check_relative(rel)
+
+
+def settings_from_config(cfg: Any, **overrides: Any) -> RecordingSettings:
+    values = dict(root=cfg.recordings_dir, asterisk_root=cfg.recordings_asterisk_dir,
+                  archive_root=cfg.recordings_archive_dir, retention_days=cfg.recording_retention_days,
+                  compact_format=cfg.recording_compact_format)
+    values.update(overrides)
+    return RecordingSettings(**values)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def inside_root(root: str, path: Path) -> bool:
+    """The real file is under the real root (no symlink leaving it)."""
+    try:
+        real_root = os.path.realpath(root)
+        return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+    except ValueError:
+        return False
+
+
+@dataclass
+class _Open:
+    rec_id: int
+    rel: str
+    linkedid: str
+    agent: str = ""
+    queue: str = ""
+
+
+class RecordingIndexer:
+    """Pipeline handler ``(event, call)``.  Remembers the file of each
+    recorded channel (``VarSet MIXMONITOR_FILENAME``) and indexes it when
+    the recording ends -- MixMonitorStop or the channel's Hangup, whichever
+    comes first, never twice (also guarded in the database)."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: RecordingSettings,
+                 on_indexed: Callable[[int, str], None] | None = None) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.on_indexed = on_indexed
+        self._open: dict[str, _Open] = {}
+        self.max_open = 20_000
+        self._tasks: set[asyncio.Task] = set()
+
+    async def __call__(self, event, call) -> None:
+        cls = event.__class__
+        if cls is RecordingStarted:
+            await self.on_recording_started(event, call)
+        elif cls is RecordingStopped:
+            await self._end(event.uniqueid, "stopped", event.received_at, call)
+        elif cls is ChannelHungUp:
+            if event.uniqueid in self._open:
+                await self._end(event.uniqueid, "hangup", event.received_at, call)
+        elif cls is AgentConnected:
+            self.on_agent_connected(event)
+
+    # --- events -------------------------------------------------------------
+    async def on_recording_started(self, event: RecordingStarted, call) -> None:
+        uid, value = event.uniqueid, event.filename
+        if not uid or not value:
+            return  # the dialplan clearing MIXMONITOR_FILENAME after StopMixMonitor
+        current = self._open.get(uid)
+        if current is not None:
+            try:
+                same = relative_path(value, self.settings.ami_root) == current.rel
+            except UnsafeName:
+                same = False
+            if same:
+                return
+            await self._end(uid, "replaced", event.received_at, call)
+        linkedid = event.linkedid or uid
+        started = _utc(event.received_at)
+        try:
+            rel = relative_path(value, self.settings.ami_root)
+        except UnsafeName as exc:
+            log.error("recording_name_rejected", uniqueid=uid, linkedid=linkedid, reason=str(exc),
+                      name=safe_error_text(value))
+            async with self.pool.acquire() as conn:
+                await repo.insert_started(conn, path="", linkedid=linkedid[:64], uniqueid=uid[:64],
+                                          channel=event.chan.channel, queue=event.chan.var("IVR_CHOICE"),
+                                          agent=call.agent if call is not None else "", started_at=started,
+                                          state="rejected", ended_at=started,
+                                          error=f"{exc}: {safe_error_text(value)}")
+            return
+        parts = parse_name(rel)
+        queue = parts.queue or event.chan.var("IVR_CHOICE")
+        agent = ""
+        if queue == "outbound":  # click-to-call: the recorded channel is the agent's phone
+            from cti.events import agent_id_from_interface
+
+            agent = agent_id_from_interface(event.chan.channel)[:32]
+        async with self.pool.acquire() as conn:
+            rec_id, created = await repo.insert_started(
+                conn, path=rel, linkedid=linkedid[:64], uniqueid=uid[:64], channel=event.chan.channel,
+                queue=queue, agent=agent, started_at=started)
+        if not created:
+            log.warning("recording_name_repeated", recording_id=rec_id, path=rel)
+        self._open[uid] = _Open(rec_id, rel, linkedid, agent, queue)
+        if len(self._open) > self.max_open:  # hang-ups lost (AMI down): the worker ends them when stale
+            oldest = next(iter(self._open))
+            log.warning("recording_tracking_dropped", recording_id=self._open.pop(oldest).rec_id)
+        log.info("recording_started", recording_id=rec_id, path=rel, uniqueid=uid, linkedid=linkedid)
+
+    def on_agent_connected(self, event: AgentConnected) -> None:
+        dest = event.dest.uniqueid if event.dest is not None else ""
+        for uid in (event.uniqueid, dest):
+            rec = self._open.get(uid) if uid else None
+            if rec is not None:
+                rec.agent = rec.agent or event.agent[:32]
+                rec.queue = rec.queue or event.queue[:32]
+
+    async def _end(self, uid: str, reason: str, ts: float, call) -> None:
+        rec = self._open.pop(uid, None)
+        if rec is None:
+            return
+        agent = rec.agent or (call.agent if call is not None else "")
+        queue = rec.queue or (call.queue if call is not None else "")
+        async with self.pool.acquire() as conn:
+            ended = await repo.mark_ended(conn, rec.rec_id, ended_at=_utc(ts), reason=reason,
+                                          agent=agent, queue=queue)
+        if not ended:
+            return
+        log.info("recording_ended", recording_id=rec.rec_id, path=rec.rel, reason=reason)
+        task = asyncio.get_running_loop().create_task(self._index_soon(rec.rec_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _index_soon(self, rec_id: int) -> None:
+        try:
+            state = await index_recording(self.pool, self.settings, rec_id)
+            if self.on_indexed is not None and state:
+                self.on_indexed(rec_id, state)
+        except Exception:  # the worker retries rows left in 'recording'
+            log.exception("recording_index_failed", recording_id=rec_id)
+
+    async def idle(self) -> None:
+        """Wait for the indexing tasks started so far (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.idle()
+
+
+async def index_recording(pool: asyncpg.Pool, settings: RecordingSettings, rec_id: int, *,
+                          retry_delays: tuple[float, ...] | None = None) -> str:
+    """Check the file of ``rec_id`` and record what it is.  Returns the new
+    state ('' if the row was not waiting to be indexed)."""
+    async with pool.acquire() as conn:
+        row = await repo.for_indexing(conn, rec_id)
+        if row is None or row["state"] != "recording":
+            return ""
+        agent, queue = row["agent"], row["queue"]
+        if not agent:
+            agent, call_queue = await repo.call_agent(conn, row["linkedid"])
+            queue = queue or call_queue
+    rel = row["path"]
+    loop = asyncio.get_running_loop()
+    delays = settings.index_retry_delays if retry_delays is None else retry_delays
+    ended = row["ended_at"] or datetime.now(timezone.utc)
+    keep_until = retention_until(ended, settings.retention_days)
+    path = settings.original(rel)
+    err: RecordingFileError | None = None
+    info = None
+    for attempt in range(len(delays) + 1):
+        if not inside_root(settings.root, path):
+            err = RecordingFileError("rejected", "录音文件指向录音目录之外 / file resolves outside the "
+                                                 "recordings directory (symlink)")
+            break
+        try:
+            info = await loop.run_in_executor(None, probe_wav, path)
+        except RecordingFileError as exc:
+            err = exc
+            info = None
+        if info is not None and info.header_complete:
+            break
+        if attempt < len(delays):  # Asterisk may still be closing the file
+            await asyncio.sleep(delays[attempt])
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            if info is not None:
+                note = "" if info.header_complete else "WAV 头未完成,时长按实际数据计算 / WAV header not finalised"
+                ok = await repo.set_indexed(conn, rec_id, duration_s=info.duration_s, size_bytes=info.size_bytes,
+                                            sha256=info.sha256, fmt=info.format, retention_until=keep_until,
+                                            agent=agent, queue=queue, note=note)
+                state = "indexed"
+            else:
+                assert err is not None
+                state = {"missing": "missing", "rejected": "rejected"}.get(err.kind, "corrupt")
+                ok = await repo.set_failed(conn, rec_id, state=state, error=err.message,
+                                           retention_until=keep_until, agent=agent, queue=queue)
+            if not ok:
+                return ""
+            orders = await repo.linked_orders(conn, rec_id)
+            hold, _open = legal_hold_until(repo.as_linked(orders), settings.retention_days,
+                                           datetime.now(timezone.utc))
+            if hold is not None:
+                await repo.set_hold(conn, rec_id, hold, "complaint/report order")
+    if info is not None:
+        log.info("recording_indexed", recording_id=rec_id, path=rel, duration_s=round(info.duration_s, 2),
+                 size_bytes=info.size_bytes, orders=len(orders))
+    else:
+        log.error("recording_file_bad", recording_id=rec_id, path=rel, state=state, kind=err.kind,
+                  error=err.message)
+    return state
+
+
+# --- the background worker -----------------------------------------------------
+
+@dataclass
+class WorkerStats:
+    indexed: int = 0
+    transcoded: int = 0
+    transcode_errors: int = 0
+    expired: int = 0
+    held: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class RecordingWorker:
+    """Durable background work, safe with several processes on one database:
+    rows are claimed with ``FOR UPDATE SKIP LOCKED`` (transcoding with a lease,
+    so a crashed worker's claim runs out)."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: RecordingSettings, *, writer: Writer = pydub_writer,
+                 decoder: Callable[[Path], float] | None = None, interval_s: float = 30.0,
+                 sweep_every_s: float = 3600.0) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.writer = writer
+        self.decoder = decoder
+        self.interval_s = interval_s
+        self.sweep_every_s = sweep_every_s
+        self.stats = WorkerStats()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._last_sweep = -1e18
+
+    def wake(self, *_args: Any) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="recording-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sweep = loop.time() - self._last_sweep >= self.sweep_every_s
+                await self.run_once(sweep=sweep)
+                if sweep:
+                    self._last_sweep = loop.time()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("recording_worker_pass_failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def run_once(self, *, sweep: bool = True) -> WorkerStats:
+        await self.recover()
+        while await self.transcode_batch():
+            pass
+        await self.remove_originals()
+        if sweep:
+            await self.retention_sweep()
+        return self.stats
+
+    # --- index recovery ---------------------------------------------------------
+    async def recover(self) -> None:
+        async with self.pool.acquire() as conn:
+            rows = await repo.pending_index(conn, stale_after_s=self.settings.stale_after_s)
+        for r in rows:
+            if r["ended_at"] is None:
+                log.warning("recording_never_ended", recording_id=r["id"])
+            if await index_recording(self.pool, self.settings, r["id"], retry_delays=()):
+                self.stats.indexed += 1
+
+    # --- transcoding ------------------------------------------------------------
+    async def transcode_batch(self) -> int:
+        fmt = self.settings.compact_format
+        if not fmt:
+            return 0
+        async with self.pool.acquire() as conn:
+            rows = await repo.claim_transcode(conn, limit=self.settings.transcode_batch,
+                                              lease_s=self.settings.transcode_lease_s)
+        for r in rows:
+            await self.transcode_one(r["id"], r["path"], r["duration_s"] or 0.0, r["transcode_attempts"])
+        return len(rows)
+
+    async def transcode_one(self, rec_id: int, rel: str, duration_s: float, attempts: int) -> bool:
+        fmt = self.settings.compact_format
+        suffix = COMPACT_FORMATS[fmt][3]
+        src = self.settings.original(rel)
+        copy_rel = rel[: -len(".wav")] + suffix if rel.lower().endswith(".wav") else rel + suffix
+        dst = self.settings.copy(copy_rel)
+        kw: dict[str, Any] = {"writer": self.writer}
+        if self.decoder is not None:
+            kw["decoder"] = self.decoder
+        loop = asyncio.get_running_loop()
+        try:
+            copy = await loop.run_in_executor(None, lambda: make_compact_copy(src, dst, fmt, duration_s, **kw))
+        except RecordingFileError as exc:
+            self.stats.transcode_errors += 1
+            self.stats.errors.append(exc.kind)
+            async with self.pool.acquire() as conn:
+                if exc.kind == "missing":
+                    await repo.mark_file_missing(conn, rec_id, exc.message)
+                    log.error("recording_original_missing", recording_id=rec_id, path=rel)
+                    return False
+                retry = min(86400.0, self.settings.transcode_retry_s * 2 ** max(0, attempts - 1))
+                await repo.transcode_failed(conn, rec_id, error=exc.message, retry_in_s=retry)
+            log.error("recording_transcode_failed", recording_id=rec_id, path=rel, kind=exc.kind,
+                      error=exc.message, retry_in_s=retry, original_kept=True)
+            return False
+        async with self.pool.acquire() as conn:
+            ok = await repo.set_transcoded(conn, rec_id, path=copy_rel, fmt=f"{fmt}/{COMPACT_FORMATS[fmt][2]}",
+                                           size=copy.size_bytes, sha256=copy.sha256)
+        if not ok:  # the row changed meanwhile (expired?): drop our copy
+            dst.unlink(missing_ok=True)
+            return False
+        self.stats.transcoded += 1
+        log.info("recording_transcoded", recording_id=rec_id, path=copy_rel, size_bytes=copy.size_bytes,
+                 duration_s=round(copy.duration_s, 2))
+        await self._remove_original(rec_id, rel)
+        return True
+
+    async def _remove_original(self, rec_id: int, rel: str) -> None:
+        try:
+            self.settings.original(rel).unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("recording_original_not_removed", recording_id=rec_id, path=rel, error=str(exc))
+            return
+        async with self.pool.acquire() as conn:
+            await repo.set_original_removed(conn, rec_id)
+
+    async def remove_originals(self) -> None:
+        """Originals whose verified copy exists but that could not be removed before."""
+        async with self.pool.acquire() as conn:
+            rows = await repo.originals_to_remove(conn)
+        for r in rows:
+            await self._remove_original(r["id"], r["path"])
+
+    # --- retention --------------------------------------------------------------
+    async def retention_sweep(self) -> int:
+        now = datetime.now(timezone.utc)
+        async with self.pool.acquire() as conn:
+            ids = await repo.retention_candidates(conn)
+        expired = 0
+        for rec_id in ids:
+            async with self.pool.acquire() as conn:
+                async with conn.transaction():
+                    row = await repo.lock_for_expiry(conn, rec_id)
+                    if row is None:
+                        continue
+                    orders = repo.as_linked(await repo.linked_orders(conn, rec_id))
+                    hold, open_hold = legal_hold_until(orders, self.settings.retention_days, now)
+                    if hold is not None:
+                        await repo.set_hold(conn, rec_id, hold, "complaint/report order"
+                                            + (" open" if open_hold else " closed"))
+                    current_hold = row["legal_hold_until"]
+                    if hold is not None and (current_hold is None or hold > current_hold):
+                        current_hold = hold
+                    if not is_expired(row["retention_until"], current_hold, open_hold, now):
+                        self.stats.held += 1
+                        log.info("recording_held", recording_id=rec_id, hold_until=str(current_hold),
+                                 open_order=open_hold)
+                        continue
+                    try:
+                        self._delete_files(row)
+                    except OSError as exc:
+                        log.error("recording_expiry_delete_failed", recording_id=rec_id, error=str(exc))
+                        continue
+                    await repo.set_expired(conn, rec_id)
+            expired += 1
+            self.stats.expired += 1
+            log.info("recording_expired", recording_id=rec_id)
+        return expired
+
+    def _delete_files(self, row) -> None:
+        if row["path"]:
+            self.settings.original(row["path"]).unlink(missing_ok=True)
+        if row["transcoded_path"]:
+            self.settings.copy(row["transcoded_path"]).unlink(missing_ok=True)
