@@ -24,5 +24,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
 echo "bootstrap: ok ($(.venv/bin/python --version), chromium: $(command -v chromium || echo missing))"
