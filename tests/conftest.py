@@ -3,6 +3,7 @@ TEST_DATABASE_URL is set), one fresh migrated database per test that asks."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -74,3 +75,21 @@ async def pool(db_url):
     p = await create_pool(db_url, min_size=1, max_size=5)
     yield p
     await p.close()
+
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+async def browser():
+    """Debian's Chromium, headless, driven by Playwright by its path."""
+    from playwright.async_api import async_playwright
+
+    assert CHROMIUM, "Debian chromium must be installed (scripts/bootstrap.sh installs it)"
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            await b.close()

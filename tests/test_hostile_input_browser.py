@@ -5,22 +5,18 @@ shown as text in headless Chromium (Debian's) and never run."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import aiohttp
 import asyncpg
 import pytest
-from playwright.async_api import async_playwright
 
 from cti.simulator import CallSpec
 
 from .harness import login_page, running_service
 from .tickets_support import add_customer
 
-CHROMIUM = shutil.which("chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 SCRIPT = "<script>window.__xss=1</script>"
 IMG = '<img src=x onerror="window.__xss=2">'
@@ -29,17 +25,6 @@ QUOTE = "');window.__xss=4;//"
 ALL = SCRIPT + IMG + SVG + QUOTE
 
 INJECTED = """() => document.querySelectorAll('img, svg:not([id]), iframe, object, embed, script:not([src]), [onerror], [onload]').length"""
-
-
-@pytest.fixture
-async def browser():
-    assert CHROMIUM, "Debian chromium must be installed (scripts/bootstrap.sh installs it)"
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def _inert(page, where: str) -> None:

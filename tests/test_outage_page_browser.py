@@ -2,33 +2,18 @@
 coming outages, the late-notice flag, the prompt state, hostile text as text."""
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from playwright.async_api import async_playwright
 
 from cti.web import add_routes, pool_key
 from ivr.outage_web import add_outage_routes
 
 from .harness import auth_for_app
 
-CHROMIUM = shutil.which("chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 XSS = '<img src=x onerror="window.__xss=1">'
-
-
-@pytest.fixture
-async def browser():
-    assert CHROMIUM, "Debian chromium must be installed (scripts/bootstrap.sh installs it)"
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def test_outage_page_lists_active_and_coming_with_flags_and_shows_markup_as_text(pool, browser):

@@ -238,7 +238,8 @@ async def test_work_order_page_plays_the_recording(svc):
     errors: list[str] = []
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                          args=["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"])
+                                          args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                                "--autoplay-policy=no-user-gesture-required"])
         try:
             page = await browser.new_page()
             page.set_default_timeout(10_000)

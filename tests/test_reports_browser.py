@@ -4,32 +4,17 @@ name as text, and downloads the CSV and XLSX."""
 from __future__ import annotations
 
 import io
-import shutil
 from datetime import datetime
 
 import pytest
 from openpyxl import load_workbook
-from playwright.async_api import async_playwright
 
 from cti.web import pool_key
 from queues.metrics import SHANGHAI
 
 from .harness import login_page, running_service
 
-CHROMIUM = shutil.which("chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 HOSTILE = '<img src=x onerror="window.__xss=1">台区'
-
-
-@pytest.fixture
-async def browser():
-    assert CHROMIUM, "Debian chromium must be installed (scripts/bootstrap.sh installs it)"
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def _seed(pool):

@@ -8,13 +8,11 @@ shows the conflict message, and script payloads in free text stay text."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from urllib.parse import quote
 
 import aiohttp
 import asyncpg
 import pytest
-from playwright.async_api import async_playwright
 
 from cti.simulator import CallSpec
 from tickets.workflow import Workflow
@@ -22,20 +20,7 @@ from tickets.workflow import Workflow
 from .harness import login_page, running_service
 from .tickets_support import accepted, add_customer
 
-CHROMIUM = shutil.which("chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 T = 10_000  # ms
-
-
-@pytest.fixture
-async def browser():
-    assert CHROMIUM, "Debian chromium must be installed (scripts/bootstrap.sh installs it)"
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def _page(browser, errors: list[str], svc=None, user: str | None = None):

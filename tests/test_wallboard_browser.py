@@ -4,28 +4,12 @@ page, and a failing action shows Asterisk's error."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 import pytest
-from playwright.async_api import async_playwright
 
 from cti.simulator import CallSpec
 
 from .harness import login_page, running_service
-
-CHROMIUM = shutil.which("chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-@pytest.fixture
-async def browser():
-    assert CHROMIUM, "Debian chromium must be installed (scripts/bootstrap.sh installs it)"
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def test_wallboard_follows_a_call_and_pauses_an_agent(db_url, browser, tmp_path):
