@@ -76,7 +76,9 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
             url, embedded = await asyncio.get_running_loop().run_in_executor(
                 None, resolve_database_url, cfg.database_url, cfg.state_dir)
         try:
-            pool = await create_pool(url, cfg.db_pool_min, cfg.db_pool_max)
+            pool = await create_pool(url, cfg.db_pool_min, cfg.db_pool_max,
+                                     server_settings={"hotline.node": cfg.node_id})  # calls.node (cti.cluster)
+            app[services_key]["database_url"] = url  # the cluster's LISTEN connection
             async with pool.acquire() as conn:
                 await migrate(conn)
             app[pool_key] = pool
@@ -155,14 +157,37 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
     async def pipeline_ctx(app: web.Application):
         pool = app[pool_key]
         pipeline = CallPipeline()
-        pipeline.add_handler(CallRecorder(pool))
-        screenpop = ScreenPopService(pool, app[hub_key], cfg.recent_orders_limit)
+        # issue 8.3: writes spooled on local disk while PostgreSQL is unreachable
+        from .screenpop import LookupCache, cancel_drafts_record, create_draft_record, upsert_call_row
+        from .spool import Spool, SpoolReplayer
+
+        spool = Spool(Path(cfg.state_dir) / "spool", max_records=getattr(cfg, "spool_max_records", 100_000))
+        pipeline.add_handler(CallRecorder(pool, spool=spool))
+        cache = LookupCache(getattr(cfg, "screenpop_cache_size", 20_000))
+        try:
+            await cache.prewarm(pool, getattr(cfg, "screenpop_cache_prewarm", 2000))
+        except Exception as exc:
+            log.warning("screenpop_cache_prewarm_failed", error=f"{type(exc).__name__}: {exc}")
+        screenpop = ScreenPopService(pool, app[hub_key], cfg.recent_orders_limit, spool=spool, cache=cache)
         pipeline.add_handler(screenpop)
+        replayer = SpoolReplayer(spool, pool, {"call": upsert_call_row, "draft": create_draft_record,
+                                               "cancel": cancel_drafts_record}, on_applied=screenpop.on_spool_applied)
         app[services_key]["screenpop"] = screenpop
+        app[services_key]["spool"] = spool
+        app[services_key]["spool_replayer"] = replayer
+        app[status_key]["spool"] = spool.counters  # live counters in /health
         app[pipeline_key] = pipeline
         pipeline.start()
+        replayer.start()
         yield
         await pipeline.stop()
+        await replayer.stop()
+        if spool.pending:  # one last try; what stays is replayed at the next start
+            try:
+                await asyncio.wait_for(replayer.replay_once(), 5)
+            except Exception as exc:
+                log.warning("spool_left_for_next_start", pending=spool.pending, error=f"{type(exc).__name__}: {exc}")
+        spool.close()
 
     async def ami_ctx(app: web.Application):
         pipeline = app[pipeline_key]
@@ -202,8 +227,24 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         yield
         await worker.stop()
 
+    async def cluster_ctx(app: web.Application):
+        """Other nodes on the same PostgreSQL (cti.cluster): hub fan-out and wallboard totals."""
+        import time
+
+        from .cluster import ClusterBus, wallboard_refresher
+
+        wallboard = app[services_key]["wallboard"]
+        bus = ClusterBus(app[services_key]["database_url"], cfg.node_id, app[hub_key], app[pool_key],
+                         on_calls_changed=wallboard_refresher(app[pool_key], wallboard.board, cfg.node_id,
+                                                              time.time(), cfg.sl_threshold_s))
+        app[pipeline_key].add_handler(bus.pipeline_handler)  # after CallRecorder: the row is written
+        await bus.start()
+        app[services_key]["cluster"] = bus
+        yield
+        await bus.stop()
+
     app.cleanup_ctx.extend([database_ctx, tickets_worker_ctx, ivr_ctx, demo_ctx, pipeline_ctx, recordings_ctx,
-                            wallboard_ctx, ami_ctx, traffic_ctx])
+                            wallboard_ctx, cluster_ctx, ami_ctx, traffic_ctx])
 
     @require(Role.SUPERVISOR)
     async def prompt_status(request: web.Request) -> web.Response:

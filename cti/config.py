@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -74,6 +75,8 @@ class Config:
     sim_calls_per_min: float = 12.0
     sim_speed: float = 1.0
     sim_abandon_ratio: float = 0.15
+    # several service processes on one PostgreSQL (cti.cluster): this node's name
+    node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     def redacted(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -146,6 +149,8 @@ def _validate(cfg: Config) -> None:
         bad("log_level", "one of DEBUG, INFO, WARNING, ERROR")
     if cfg.database_url and not cfg.database_url.startswith(("postgres://", "postgresql://")):
         raise ConfigError("invalid setting database_url: must start with postgresql://")
+    if not cfg.node_id or len(cfg.node_id) > 64 or not cfg.node_id.isprintable():
+        bad("node_id", "1..64 printable characters")
     if cfg.sim_speed <= 0:
         bad("sim_speed", "must be > 0")
     if not 0 <= cfg.sim_abandon_ratio <= 1:

@@ -53,10 +53,13 @@ def resolve_database_url(database_url: str, state_dir: str) -> tuple[str, Embedd
     return emb.start(), emb
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> asyncpg.Pool:
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout: float = 10.0,
+                      server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
+    """``server_settings``: e.g. ``{"hotline.node": node_id}`` (cti.cluster)."""
     try:
         return await asyncio.wait_for(
-            asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30),
+            asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30,
+                                server_settings=server_settings or None),
             timeout,
         )
     except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from .logs import get_logger
 
@@ -42,6 +42,8 @@ class Hub:
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscriber]] = defaultdict(set)
         self.sent = 0
+        # other nodes (cti.cluster): publish() also hands the message to each relay
+        self.relays: list[Callable[[str, dict[str, Any]], None]] = []
 
     def subscribe(self, topic: str, ws: Socket) -> Subscriber:
         sub = Subscriber(topic, ws)
@@ -60,6 +62,17 @@ class Hub:
         return len(self._subs.get(topic, ()))
 
     def publish(self, topic: str, message: dict[str, Any]) -> int:
+        """Deliver to this node's sockets and relay to the other nodes."""
+        n = self.deliver(topic, message)
+        for relay in self.relays:
+            try:
+                relay(topic, message)
+            except Exception:
+                log.exception("hub_relay_failed", topic=topic)
+        return n
+
+    def deliver(self, topic: str, message: dict[str, Any]) -> int:
+        """Deliver to this node's sockets only (messages from other nodes)."""
         text = json.dumps(message, ensure_ascii=False, default=str)
         n = 0
         for sub in list(self._subs.get(topic, ())):

@@ -4,13 +4,15 @@ Also records every call in the ``calls`` table."""
 from __future__ import annotations
 
 import time
+import uuid
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
 
 from tickets import repository as orders
-from tickets.model import DraftRequest, build_draft_fields
+from tickets.model import DraftRequest, RecentOrder, build_draft_fields
 
 from . import customer_repo
 from .events import (AgentCalled, AgentCompleted, AgentConnected, AgentRingNoAnswer, CallerAbandoned,
@@ -19,6 +21,7 @@ from .hub import Hub
 from .logs import get_logger
 from .phone import normalise_phone
 from .resync import CallResynced
+from .spool import Spool, SpoolRecord, is_connection_error
 from .tracker import Call
 
 log = get_logger("hotline.screenpop")
@@ -28,8 +31,25 @@ def _ts(t: float | None) -> datetime | None:
     return datetime.fromtimestamp(t, timezone.utc) if t else None
 
 
-async def upsert_call(conn: asyncpg.Connection, call: Call, customer_id: int | None = None) -> None:
+def call_row(call: Call, customer_id: int | None = None) -> dict[str, Any]:
+    """The values of one ``calls`` row (JSON-able: what the spool keeps)."""
     norm = normalise_phone(call.caller_num)
+    return {
+        "linkedid": call.linkedid, "caller_num": call.caller_num[:64], "caller_num_norm": norm.national if norm else "",
+        "caller_name": call.caller_name[:200], "customer_id": customer_id, "ivr_choice": call.ivr_choice[:32],
+        "outage_id": call.outage_id[:64], "queue": call.queue[:64], "agent": call.agent[:64],
+        "state": str(call.state.value), "outcome": call.outcome, "hangup_cause": call.hangup_cause,
+        "started_at": call.started_at, "queued_at": call.queued_at, "answered_at": call.answered_at,
+        "ended_at": call.ended_at, "hold_time_s": call.hold_time or None, "talk_time_s": call.talk_time or None,
+        "close_reason": getattr(call, "close_reason", "")[:64],
+    }
+
+
+async def upsert_call(conn: asyncpg.Connection, call: Call, customer_id: int | None = None) -> None:
+    await upsert_call_row(conn, call_row(call, customer_id))
+
+
+async def upsert_call_row(conn: asyncpg.Connection, r: dict[str, Any]) -> None:
     await conn.execute(
         """INSERT INTO calls (linkedid, caller_num, caller_num_norm, caller_name, customer_id, ivr_choice,
                               outage_id, queue, agent, state, outcome, hangup_cause, started_at, queued_at,
@@ -46,11 +66,71 @@ async def upsert_call(conn: asyncpg.Connection, call: Call, customer_id: int | N
                ended_at = EXCLUDED.ended_at, hold_time_s = EXCLUDED.hold_time_s,
                talk_time_s = EXCLUDED.talk_time_s, close_reason = EXCLUDED.close_reason,
                updated_at = now()""",
-        call.linkedid, call.caller_num[:64], norm.national if norm else "", call.caller_name[:200], customer_id,
-        call.ivr_choice[:32], call.outage_id[:64], call.queue[:64], call.agent[:64], str(call.state.value),
-        call.outcome, call.hangup_cause, _ts(call.started_at), _ts(call.queued_at), _ts(call.answered_at),
-        _ts(call.ended_at), call.hold_time or None, call.talk_time or None,
-        getattr(call, "close_reason", "")[:64])
+        r["linkedid"], r["caller_num"], r["caller_num_norm"], r["caller_name"], r["customer_id"],
+        r["ivr_choice"], r["outage_id"], r["queue"], r["agent"], r["state"], r["outcome"], r["hangup_cause"],
+        _ts(r["started_at"]), _ts(r["queued_at"]), _ts(r["answered_at"]), _ts(r["ended_at"]),
+        r["hold_time_s"], r["talk_time_s"], r["close_reason"])
+
+
+async def create_draft_record(conn: asyncpg.Connection, data: dict[str, Any]) -> dict[str, Any]:
+    """Spool applier for a draft: (order, created) from the idempotent insert."""
+    order, _created = await orders.create_draft(conn, data["fields"])
+    return order
+
+
+async def cancel_drafts_record(conn: asyncpg.Connection, data: dict[str, Any]) -> list[str]:
+    return await orders.cancel_drafts(conn, data["linkedid"], agent=data.get("agent"),
+                                      except_agent=data.get("except_agent"))
+
+
+_MISS = object()
+
+
+class LookupCache:
+    """Bounded LRU of what a screen-pop looked up (customer by number or
+    account, the caller's recent orders), so that pops keep showing the
+    customer while PostgreSQL is unreachable."""
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries = max_entries
+        self._d: OrderedDict[tuple, Any] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple) -> Any:
+        v = self._d.get(key, _MISS)
+        if v is _MISS:
+            self.misses += 1
+            return _MISS
+        self._d.move_to_end(key)
+        self.hits += 1
+        return v
+
+    def put(self, key: tuple, value: Any) -> None:
+        self._d[key] = value
+        self._d.move_to_end(key)
+        while len(self._d) > self.max_entries:
+            self._d.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def put_customer(self, cust: dict[str, Any]) -> None:
+        if cust.get("account_no"):
+            self.put(("account", str(cust["account_no"])), cust)
+        for phone in cust.get("phones") or ():
+            self.put(("phone", phone), cust)
+
+    async def prewarm(self, pool: asyncpg.Pool, limit: int = 2000) -> int:
+        """The most recently updated customers, by each of their numbers."""
+        if limit <= 0:
+            return 0
+        async with pool.acquire(timeout=5) as conn:
+            rows = await conn.fetch(customer_repo._SELECT + " ORDER BY c.updated_at DESC, c.id DESC LIMIT $1",
+                                    limit)
+        for r in reversed(rows):
+            self.put_customer(customer_repo._customer(r).to_dict())
+        return len(rows)
 
 
 class CallRecorder:
@@ -59,8 +139,9 @@ class CallRecorder:
 
     MILESTONES = ("queued", "connected", "ended")
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, spool: Spool | None = None) -> None:
         self.pool = pool
+        self.spool = spool
         self._last: dict[str, tuple] = {}
 
     async def __call__(self, event: DomainEvent, call: Call | None) -> None:
@@ -75,17 +156,50 @@ class CallRecorder:
         self._last[call.linkedid] = key
         if call.state.value == "ended":
             self._last.pop(call.linkedid, None)
-        async with self.pool.acquire() as conn:
-            await upsert_call(conn, call)
+        if self.spool is None:
+            async with self.pool.acquire() as conn:
+                await upsert_call(conn, call)
+            return
+        row = call_row(call)
+        if not self.spool.pending:  # nothing older waiting: straight to PostgreSQL
+            try:
+                async with self.pool.acquire(timeout=5) as conn:
+                    await upsert_call_row(conn, row)
+                return
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                log.warning("call_spooled", linkedid=call.linkedid, error=f"{type(exc).__name__}: {exc}")
+        await self.spool.append("call", row)  # in order after anything spooled before
 
 
 class ScreenPopService:
-    def __init__(self, pool: asyncpg.Pool, hub: Hub, recent_limit: int = 5) -> None:
+    PENDING_NOTICE = "数据库暂不可用,工单将在数据库恢复后自动保存 / database unavailable: the work order will be saved when it is back"
+
+    def __init__(self, pool: asyncpg.Pool, hub: Hub, recent_limit: int = 5, *, spool: Spool | None = None,
+                 cache: LookupCache | None = None) -> None:
         self.pool = pool
         self.hub = hub
         self.recent_limit = recent_limit
+        self.spool = spool
+        self.cache = cache if cache is not None else LookupCache()
         self.pops = 0
         self.failures = 0
+        self.spooled_drafts = 0
+
+    def on_spool_applied(self, rec: SpoolRecord, result: Any) -> None:
+        """Replayer hook: the database is back and a spooled write is in."""
+        if rec.kind == "draft" and result is not None:
+            pop = dict(rec.data.get("pop") or {})
+            pop.update(order=result, pending=False, error=None)
+            self.hub.publish(f"agent:{rec.data['fields']['agent']}", {
+                "type": "screen_pop_order_saved", "linkedid": rec.data["fields"]["linkedid"],
+                "agent": rec.data["fields"]["agent"], "local_id": rec.data.get("local_id"), "order": result,
+                "pop": pop, "message": "工单已保存 / work order saved"})
+        elif rec.kind == "cancel" and result:
+            for a in result:
+                self.hub.publish(f"agent:{a}", {"type": "screen_pop_withdrawn", "linkedid": rec.data["linkedid"],
+                                                "reason": rec.data.get("reason", "")})
 
     async def __call__(self, event: DomainEvent, call: Call | None) -> None:
         if isinstance(event, AgentCalled):
@@ -114,8 +228,19 @@ class ScreenPopService:
 
     async def _withdraw(self, linkedid: str, reason: str, *, agent: str | None = None,
                         except_agent: str | None = None) -> None:
-        async with self.pool.acquire() as conn:
-            agents = await orders.cancel_drafts(conn, linkedid, agent=agent, except_agent=except_agent)
+        if self.spool is not None and self.spool.pending:
+            await self.spool.append("cancel", {"linkedid": linkedid, "agent": agent, "except_agent": except_agent,
+                                               "reason": reason})
+            return
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                agents = await orders.cancel_drafts(conn, linkedid, agent=agent, except_agent=except_agent)
+        except Exception as exc:
+            if self.spool is None or not is_connection_error(exc):
+                raise
+            await self.spool.append("cancel", {"linkedid": linkedid, "agent": agent, "except_agent": except_agent,
+                                               "reason": reason})
+            return
         for a in agents:
             self.hub.publish(f"agent:{a}", {"type": "screen_pop_withdrawn", "linkedid": linkedid,
                                             "reason": reason})
@@ -142,10 +267,13 @@ class ScreenPopService:
             "recent_orders": [],
             "order": None,
         }
+        account = event.chan.var("CUSTOMER_ID") or (call.customer_id if call else "")
+        phone_key = norm.national if norm else ""
         try:
-            async with self.pool.acquire() as conn:
+            if self.spool is not None and self.spool.pending:
+                raise _SpoolFirst()  # older writes wait on disk: this one queues behind them
+            async with self.pool.acquire(timeout=5) as conn:
                 customer = None
-                account = event.chan.var("CUSTOMER_ID") or (call.customer_id if call else "")
                 if account:  # the IVR identified the account (e.g. typed in by DTMF)
                     customer = await customer_repo.get_by_account(conn, account)
                 if customer is None and norm is not None:
@@ -155,6 +283,7 @@ class ScreenPopService:
                 recent = await orders.recent_orders(
                     conn, customer_id=cust["id"] if cust else None, phone=norm.national if norm else "",
                     limit=self.recent_limit, exclude_linkedid=event.linkedid)
+                self._remember(account, phone_key, cust, recent)
                 fields = build_draft_fields(DraftRequest(
                     linkedid=event.linkedid, agent=agent, queue=event.queue, caller_num=caller_num,
                     caller_num_norm=norm.national if norm else "", caller_name=caller_name,
@@ -165,12 +294,72 @@ class ScreenPopService:
                     order, created = await orders.create_draft(conn, fields)
             message.update(customer=cust, recent_orders=[r.to_dict() for r in recent], order=order)
         except Exception as exc:  # database trouble must not cost the agent the caller's number
+            if self.spool is not None and (isinstance(exc, _SpoolFirst) or is_connection_error(exc)):
+                try:
+                    await self._spool_pop(event, call, message, account=account, phone_key=phone_key,
+                                          caller_num=caller_num, caller_name=caller_name, ivr_choice=ivr_choice,
+                                          outage_id=outage_id, exc=exc)
+                    return self._send(message, t0)
+                except Exception as spool_exc:
+                    exc = spool_exc
             self.failures += 1
             log.error("screen_pop_degraded", error=f"{type(exc).__name__}: {exc}")
             message["error"] = "工单库暂不可用,已显示来电号码 / work-order store unavailable"
+        return self._send(message, t0)
+
+    def _send(self, message: dict[str, Any], t0: float) -> dict[str, Any]:
         self.pops += 1
         message["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        delivered = self.hub.publish(f"agent:{agent}", message)
+        delivered = self.hub.publish(f"agent:{message['agent']}", message)
         log.info("screen_pop_sent", delivered=delivered, order_no=(message["order"] or {}).get("order_no"),
-                 known_customer=message["customer"] is not None)
+                 known_customer=message["customer"] is not None, pending=bool(message.get("pending")))
         return message
+
+    def _remember(self, account: str, phone_key: str, cust: dict[str, Any] | None,
+                  recent: list[RecentOrder]) -> None:
+        if cust is not None:
+            self.cache.put_customer(cust)
+        elif phone_key and not account:
+            self.cache.put(("phone", phone_key), None)  # a known unknown caller
+        key = ("recent", cust["id"]) if cust else ("recent", phone_key)
+        if cust or phone_key:
+            self.cache.put(key, list(recent))
+
+    def _cached(self, account: str, phone_key: str) -> tuple[dict[str, Any] | None, list[RecentOrder]]:
+        cust = None
+        if account:
+            v = self.cache.get(("account", str(account)))
+            cust = v if v is not _MISS else None
+        if cust is None and phone_key:
+            v = self.cache.get(("phone", phone_key))
+            cust = v if v is not _MISS else None
+        key = ("recent", cust["id"]) if cust else ("recent", phone_key)
+        recent = self.cache.get(key) if (cust or phone_key) else _MISS
+        return cust, (list(recent) if recent is not _MISS else [])
+
+    async def _spool_pop(self, event: AgentCalled, call: Call | None, message: dict[str, Any], *, account: str,
+                         phone_key: str, caller_num: str, caller_name: str, ivr_choice: str, outage_id: str,
+                         exc: Exception) -> None:
+        """PostgreSQL unreachable: the pop from the cache, the call row and the
+        draft to the spool (in that order: the draft references the call)."""
+        cust, recent = self._cached(account, phone_key)
+        fields = build_draft_fields(DraftRequest(
+            linkedid=event.linkedid, agent=event.agent, queue=event.queue, caller_num=caller_num,
+            caller_num_norm=phone_key, caller_name=caller_name, ivr_choice=ivr_choice, outage_id=outage_id,
+            customer=cust, recent_orders=tuple(recent)))
+        local_id = "local-" + uuid.uuid4().hex[:12]
+        message.update(customer=cust, recent_orders=[r.to_dict() for r in recent], pending=True,
+                       provisional_order={**fields, "local_id": local_id, "status": "pending"},
+                       error=self.PENDING_NOTICE, from_cache=cust is not None)
+        if call is not None:
+            await self.spool.append("call", call_row(call, cust["id"] if cust else None))
+        pop = {k: v for k, v in message.items() if k not in ("provisional_order", "error", "elapsed_ms")}
+        await self.spool.append("draft", {"linkedid": event.linkedid, "local_id": local_id, "fields": fields,
+                                          "pop": pop})
+        self.spooled_drafts += 1
+        if not isinstance(exc, _SpoolFirst):
+            log.warning("screen_pop_spooled", linkedid=event.linkedid, error=f"{type(exc).__name__}: {exc}")
+
+
+class _SpoolFirst(Exception):
+    """Internal: writes are queued on disk, take the spool path."""

@@ -53,7 +53,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from cti.agi_peer import AgiTranscript, AsteriskAgiPeer, agi_environment
 from cti.frame import FrameReader
@@ -378,6 +378,7 @@ class PbxSimulator:
         self.rng = random.Random(seed)
         self._server: asyncio.base_events.Server | None = None
         self._sessions: set[_Session] = set()
+        self.on_write: Callable[[bytes], None] | None = None  # observer of every frame written
         self._handlers: set[asyncio.Task] = set()
         self._calls: set[asyncio.Task] = set()
         self._uid = itertools.count()
@@ -504,6 +505,8 @@ class PbxSimulator:
                 if data is None:
                     break
                 sess.writer.write(data)
+                if self.on_write is not None:  # bench/storm.py: when the bytes went out
+                    self.on_write(data)
                 await sess.writer.drain()
         except (ConnectionError, RuntimeError):
             sess.closing = True

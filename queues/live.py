@@ -76,6 +76,7 @@ class QueueBoard:
         self.clock = clock
         self.day: date = m.local_day(clock())
         self.tallies: dict[str, Tally] = {}
+        self.remote: dict[str, Tally] = {}  # today's calls on other nodes (cti.cluster, from the calls table)
         self.lifetime = Lifetime()
         self.activity: dict[str, Activity] = {}  # interface -> last Agent* activity
         self.pending: dict[tuple[str, str], _Pending] = {}  # (queue, caller uniqueid)
@@ -91,6 +92,7 @@ class QueueBoard:
         if day != self.day:
             self.day = day
             self.tallies = {}
+            self.remote = {}
             self.pending = {k: p for k, p in self.pending.items() if m.local_day(p.joined_at) == day}
 
     def seed(self, day: date, tallies: Mapping[str, Tally]) -> None:
@@ -101,6 +103,14 @@ class QueueBoard:
         for q, t in tallies.items():
             self.tallies[q] = t + self.tallies.get(q, Tally())
         self._changed()
+
+    def set_remote(self, day: date, tallies: Mapping[str, Tally]) -> None:
+        """Today's figures of the other nodes' calls, shown on top of this node's."""
+        if day != self.day:
+            return
+        if dict(tallies) != self.remote:
+            self.remote = dict(tallies)
+            self._changed()
 
     def _tally(self, queue: str, fn, *args) -> None:
         self.tallies[queue] = fn(self.tallies.get(queue, Tally()), *args)
@@ -242,7 +252,7 @@ class QueueBoard:
                                       "reason": mem.paused_reason if mem else "",
                                       "membership": mem.membership if mem else "",
                                       "calls_taken": mem.calls_taken if mem else 0})
-            t = self.tallies.get(q, Tally())
+            t = self.tallies.get(q, Tally()) + self.remote.get(q, Tally())
             queue_rows.append({"name": q, "label": QUEUE_LABELS.get(q, q), "waiting": len(callers),
                                "longest_wait_s": m.longest_wait(waits), "callers": callers,
                                "agents": count_states(states),
@@ -258,9 +268,11 @@ class QueueBoard:
                        activity_since=act.since if act else None)
             agents.append(row)
         total_tally = Tally()
-        for t in self.tallies.values():
+        both = {q: self.tallies.get(q, Tally()) + self.remote.get(q, Tally())
+                for q in set(self.tallies) | set(self.remote)}
+        for t in both.values():
             total_tally = total_tally + t
-        avg_wrap = (sum(self.wrapup_s.get(q, 0.0) * self.tallies[q].completed for q in self.tallies)
+        avg_wrap = (sum(self.wrapup_s.get(q, 0.0) * both[q].completed for q in both)
                     / total_tally.completed) if total_tally.completed else 0.0
         return {
             "type": "wallboard", "now": now, "day": self.day.isoformat(), "version": self.version,

@@ -13,13 +13,16 @@ from .metrics import day_bounds
 from .model import Stint, Tally, tally_of
 
 
-async def stints_between(conn: asyncpg.Connection, start: float, end: float) -> list[Stint]:
-    """Calls that entered a queue in ``[start, end)`` (epoch seconds)."""
+async def stints_between(conn: asyncpg.Connection, start: float, end: float, *,
+                         other_nodes_than: str | None = None) -> list[Stint]:
+    """Calls that entered a queue in ``[start, end)`` (epoch seconds);
+    ``other_nodes_than``: only calls carried by other nodes (cti.cluster)."""
     rows = await conn.fetch(
         """SELECT queue, outcome, hold_time_s, talk_time_s, ended_at
              FROM calls
-            WHERE queued_at >= $1 AND queued_at < $2 AND queue <> ''""",
-        datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc))
+            WHERE queued_at >= $1 AND queued_at < $2 AND queue <> ''
+              AND ($3::text IS NULL OR (node <> $3 AND node <> ''))""",
+        datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc), other_nodes_than)
     out = []
     for r in rows:
         outcome = r["outcome"] if r["outcome"] in ("answered", "abandoned") else (

@@ -148,6 +148,7 @@
       document.dispatchEvent(new CustomEvent("hotline:message", { detail: msg }));
       if (msg.type === "screen_pop") show(msg);
       else if (msg.type === "call_state" && msg.linkedid === currentLinkedid) setCallState(msg.state);
+      else if (msg.type === "screen_pop_order_saved" && msg.linkedid === currentLinkedid && msg.pop) show(msg.pop);
       else if (msg.type === "screen_pop_withdrawn" && msg.linkedid === currentLinkedid) {
         const w = $("pop-withdrawn");
         w.hidden = false; w.textContent = WITHDRAWN[msg.reason] || msg.reason;

@@ -1,0 +1,253 @@
+"""Several service processes on one PostgreSQL, each with its own Asterisk.
+
+Fan-out through PostgreSQL ``LISTEN``/``NOTIFY`` on one channel:
+
+* **hub messages** for agents and supervisors (screen-pops, withdrawals,
+  call states, SLA alerts) published on one node are delivered to the
+  sockets connected to every other node (:meth:`cti.hub.Hub.deliver`).  A
+  payload over :data:`MAX_PAYLOAD` bytes is stored in ``cluster_messages``
+  and the notification carries its id; the receiving node loads it.
+* **call milestones**: after a node writes a ``calls`` row it says so
+  (coalesced); the other nodes reload today's figures of the other nodes'
+  calls from the shared ``calls`` table into their wallboard
+  (:meth:`queues.live.QueueBoard.set_remote`).
+
+Every notification names its origin node; a node ignores its own.  The
+listener has a dedicated connection and reconnects when it drops (a
+notification sent while it is down is lost for that node; the wallboard is
+reloaded after a reconnect).  Delivery order per origin node is kept: one
+sender task, one receiver task.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Callable
+
+import asyncpg
+
+from .hub import Hub
+from .logs import get_logger
+
+log = get_logger("hotline.cluster")
+
+CHANNEL = "hotline_cluster"
+MAX_PAYLOAD = 7900  # PostgreSQL's limit is 8000 bytes
+RELAYED = ("agent:", "supervisor")  # the wallboard topic is computed on each node
+# pipeline events after which the calls table may have changed
+MILESTONE_EVENTS = ("CallerJoinedQueue", "CallerLeftQueue", "AgentConnected", "AgentCompleted", "CallerAbandoned", "ChannelHungUp",
+                    "CallResynced")
+
+
+class ClusterBus:
+    def __init__(self, dsn: str, node_id: str, hub: Hub, pool: asyncpg.Pool, *,
+                 on_calls_changed: Callable[[], Any] | None = None, coalesce_s: float = 0.2,
+                 reconnect_s: float = 1.0, max_queue: int = 10000) -> None:
+        self.dsn = dsn
+        self.node_id = node_id
+        self.hub = hub
+        self.pool = pool
+        self.on_calls_changed = on_calls_changed
+        self.coalesce_s = coalesce_s
+        self.reconnect_s = reconnect_s
+        self._out: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
+        self._in: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
+        self._calls_dirty = False
+        self._calls_event = asyncio.Event()
+        self._remote_dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._listening = asyncio.Event()
+        self.sent = self.received = self.refs = self.dropped = self.reconnects = 0
+        self.send_failures = 0
+
+    # ------------------------------------------------------------- outward
+    def relay(self, topic: str, message: dict[str, Any]) -> None:
+        """:attr:`cti.hub.Hub.relays` hook."""
+        if not topic.startswith(RELAYED):
+            return
+        self._put_out({"n": self.node_id, "k": "hub", "t": topic, "m": message})
+
+    def calls_changed(self) -> None:
+        """A ``calls`` row was written here (coalesced into one notification)."""
+        self._calls_dirty = True
+        self._calls_event.set()
+
+    async def pipeline_handler(self, event: Any, call: Any) -> None:
+        """Runs after :class:`cti.screenpop.CallRecorder` in the pipeline (the row is written)."""
+        if type(event).__name__ in MILESTONE_EVENTS:
+            self.calls_changed()
+
+    def _put_out(self, item: dict[str, Any]) -> None:
+        try:
+            self._out.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.warning("cluster_queue_full", dropped=self.dropped)
+
+    async def _sender(self) -> None:
+        while True:
+            batch = [await self._out.get()]
+            while not self._out.empty() and len(batch) < 200:
+                batch.append(self._out.get_nowait())
+            payloads: list[str] = []
+            try:
+                async with self.pool.acquire() as conn:
+                    for item in batch:
+                        text = json.dumps(item, ensure_ascii=False, default=str, separators=(",", ":"))
+                        if len(text.encode()) > MAX_PAYLOAD:
+                            ref = await conn.fetchval(
+                                "INSERT INTO cluster_messages (origin, body) VALUES ($1, $2) RETURNING id",
+                                self.node_id, text)
+                            text = json.dumps({"n": self.node_id, "k": "ref", "id": ref})
+                            self.refs += 1
+                        payloads.append(text)
+                    # one statement: the notifications keep their order
+                    await conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS x(p, i) "
+                                       "ORDER BY i", CHANNEL, payloads)
+                self.sent += len(payloads)
+            except Exception as exc:
+                self.send_failures += 1
+                log.error("cluster_notify_failed", messages=len(batch), error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(self.reconnect_s)
+
+    async def _calls_notifier(self) -> None:
+        while True:
+            await self._calls_event.wait()
+            self._calls_event.clear()
+            if self._calls_dirty:
+                self._calls_dirty = False
+                self._put_out({"n": self.node_id, "k": "calls"})
+            await asyncio.sleep(self.coalesce_s)
+
+    # -------------------------------------------------------------- inward
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        try:
+            item = json.loads(payload)
+        except ValueError:
+            return
+        if item.get("n") == self.node_id:
+            return
+        try:
+            self._in.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def _listener(self) -> None:
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.dsn)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda c: lost.set())
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self._listening.set()
+                self._remote_dirty.set()  # missed changes while not listening
+                log.info("cluster_listening", node=self.node_id)
+                while not lost.is_set() and not conn.is_closed():
+                    try:
+                        await asyncio.wait_for(lost.wait(), 5.0)
+                    except asyncio.TimeoutError:
+                        await conn.execute("SELECT 1")  # notice a dead link
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("cluster_listener_lost", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                self._listening.clear()
+                if conn is not None and not conn.is_closed():
+                    try:
+                        await asyncio.wait_for(conn.close(), 2.0)
+                    except (Exception, asyncio.CancelledError):
+                        conn.terminate()
+            self.reconnects += 1
+            await asyncio.sleep(self.reconnect_s)
+
+    async def _receiver(self) -> None:
+        while True:
+            item = await self._in.get()
+            self.received += 1
+            try:
+                if item.get("k") == "ref":
+                    async with self.pool.acquire() as conn:
+                        body = await conn.fetchval("SELECT body FROM cluster_messages WHERE id = $1", int(item["id"]))
+                    if body is None:
+                        continue
+                    item = json.loads(body)
+                kind = item.get("k")
+                if kind == "hub":
+                    self.hub.deliver(str(item["t"]), item["m"])
+                elif kind == "calls":
+                    self._remote_dirty.set()
+            except Exception:
+                log.exception("cluster_receive_failed")
+
+    async def _remote_refresher(self) -> None:
+        while True:
+            await self._remote_dirty.wait()
+            self._remote_dirty.clear()
+            if self.on_calls_changed is not None:
+                try:
+                    await self.on_calls_changed()
+                except Exception as exc:
+                    log.warning("cluster_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.coalesce_s)
+
+    async def _janitor(self) -> None:
+        while True:
+            await asyncio.sleep(600)
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute("DELETE FROM cluster_messages WHERE created_at < now() - interval '1 hour'")
+            except Exception:
+                pass
+
+    # ----------------------------------------------------------- lifecycle
+    async def start(self, timeout: float = 10.0) -> None:
+        self.hub.relays.append(self.relay)
+        for fn in (self._listener, self._sender, self._receiver, self._calls_notifier, self._remote_refresher,
+                   self._janitor):
+            self._tasks.append(asyncio.create_task(fn(), name=f"cluster-{fn.__name__.strip('_')}"))
+        try:
+            await asyncio.wait_for(self._listening.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("cluster_not_listening_yet", node=self.node_id)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything queued so far has been sent (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while (not self._out.empty() or self._calls_dirty) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self.relay in self.hub.relays:
+            self.hub.relays.remove(self.relay)
+        await self.flush(2.0)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+
+
+def wallboard_refresher(pool: asyncpg.Pool, board: Any, node_id: str, since: float, threshold_s: float):
+    """Reload the other nodes' share of today's figures from the calls table
+    (calls queued since this node started; earlier ones were in the seed)."""
+    from queues.metrics import day_bounds, local_day
+    from queues.model import tally_of
+    from queues.repository import stints_between
+
+    async def refresh() -> None:
+        day = local_day(board.clock())
+        start, end = day_bounds(day)
+        async with pool.acquire() as conn:
+            stints = await stints_between(conn, max(start, since), end, other_nodes_than=node_id)
+        board.set_remote(day, tally_of(stints, threshold_s))
+
+    return refresh
+
+
+__all__ = ["CHANNEL", "ClusterBus", "MAX_PAYLOAD", "wallboard_refresher"]
