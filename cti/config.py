@@ -72,8 +72,8 @@ class Config:
     log_level: str = "INFO"
     log_json: bool | None = None  # None → JSON when stdout is not a TTY
     # demo / simulator
-    sim_calls_per_min: float = 12.0
-    sim_speed: float = 1.0
+    sim_calls_per_min: float = 30.0  # demo traffic (virtual minutes at sim_speed)
+    sim_speed: float = 5.0  # demo: 5 simulated seconds per real second, so pops come often
     sim_abandon_ratio: float = 0.15
     # several service processes on one PostgreSQL (cti.cluster): this node's name
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

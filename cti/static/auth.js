@@ -40,7 +40,7 @@
     if (!who || document.getElementById("auth-bar")) return;
     const bar = document.createElement("div");
     bar.id = "auth-bar";
-    bar.style.cssText = "position:fixed;top:4px;right:8px;font-size:12px;z-index:1000;background:rgba(255,255,255,.85);padding:2px 6px;border-radius:4px";
+    bar.style.cssText = "position:fixed;bottom:6px;right:8px;font-size:12px;z-index:1000;background:rgba(255,255,255,.85);padding:2px 6px;border-radius:4px";
     const name = document.createElement("span");
     name.id = "auth-user";
     name.textContent = `${who.display_name || who.username} (${who.role_label || who.role})`;
