@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -40,7 +41,7 @@ class _InOrder:
 
 class CallPipeline:
     def __init__(self, handlers: list[Handler] | None = None, tracker: CallTracker | None = None,
-                 max_queue: int = 100_000) -> None:
+                 max_queue: int = 100_000, shards: int = 8) -> None:
         self.normaliser = Normaliser()
         self.tracker = tracker or CallTracker()
         # call-level outcomes (transfers, pickups, who called whom) beside the
@@ -52,6 +53,13 @@ class CallPipeline:
         self._task: asyncio.Task | None = None
         self.listeners: list[Callable[[DomainEvent, Call | None], None]] = []
         self._full_warned_at = -1e9
+        # Handlers (database writes, screen-pops) run in per-call shards: the
+        # events of one call (one linkedid) are handled in order, one at a
+        # time; different calls do not wait for each other's database round
+        # trips.  Normalising, tracking and listeners stay in the one ordered
+        # worker above.
+        self._shards: list[asyncio.Queue] = [asyncio.Queue() for _ in range(max(1, shards))]
+        self._shard_tasks: list[asyncio.Task] = []
 
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
@@ -80,19 +88,42 @@ class CallPipeline:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="call-pipeline")
+            self._shard_tasks = [asyncio.create_task(self._run_shard(q), name=f"call-pipeline-shard-{i}")
+                                 for i, q in enumerate(self._shards)]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = ([self._task] if self._task is not None else []) + self._shard_tasks
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
             try:
-                await self._task
+                await t
             except asyncio.CancelledError:
                 pass
-            self._task = None
+        self._task = None
+        self._shard_tasks = []
 
     async def drain(self) -> None:
-        """Wait until every fed frame has been handled (tests, shutdown)."""
-        await self._queue.join()
+        """Wait until every fed frame has been handled, handlers included
+        (tests, shutdown)."""
+        while True:
+            await self._queue.join()
+            for q in self._shards:
+                await q.join()
+            if self._queue.empty() and all(q.empty() for q in self._shards):
+                return
+
+    def _shard_for(self, event: DomainEvent, call: Call | None) -> asyncio.Queue:
+        key = call.linkedid if call is not None else getattr(event, "linkedid", "")
+        return self._shards[zlib.crc32(key.encode("utf-8", "replace")) % len(self._shards)]
+
+    async def _run_shard(self, q: asyncio.Queue) -> None:
+        while True:
+            event, call = await q.get()
+            try:
+                await self._handle(event, call)
+            finally:
+                q.task_done()
 
     async def _run(self) -> None:
         while True:
@@ -139,6 +170,23 @@ class CallPipeline:
         try:
             for listener in self.listeners:
                 listener(event, call)
+        finally:
+            clear_call()
+        if not self.handlers:
+            return
+        if self._shard_tasks:
+            self._shard_for(event, call).put_nowait((event, call))
+        else:  # not started (unit use): handle inline
+            await self._handle(event, call)
+
+    async def _handle(self, event: DomainEvent, call: Call | None) -> None:
+        if isinstance(event, ChannelEvent):
+            bind_call(uniqueid=event.uniqueid, linkedid=event.linkedid,
+                      queue=getattr(event, "queue", "") or (call.queue if call else ""),
+                      agent=event.agent if isinstance(event, AgentEvent) else (call.agent if call else ""))
+        elif call is not None:
+            bind_call(linkedid=call.linkedid, queue=call.queue, agent=call.agent)
+        try:
             for handler in self.handlers:
                 try:
                     await handler(event, call)
