@@ -5,7 +5,8 @@ import textwrap
 from pathlib import Path
 
 PURE = ["cti.frame", "cti.events", "cti.normalise", "cti.tracker", "cti.phone", "cti.customers", "cti.workdays",
-        "tickets.model", "ivr.outages", "ivr.menu", "queues.model", "queues.metrics", "queues.prometheus", "queues.reports"]
+        "tickets.model", "tickets.states", "tickets.categories", "tickets.deadlines", "tickets.merging",
+        "tickets.knowledge", "tickets.ports", "ivr.outages", "ivr.menu", "queues.model", "queues.metrics", "queues.prometheus", "queues.reports"]
 BLOCKED = ["asyncpg", "aiohttp", "panoramisk", "pyttsx3", "pydub", "structlog"]
 
 
