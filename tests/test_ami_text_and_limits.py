@@ -6,6 +6,7 @@ fuzz test that nothing escapes and the manager keeps its state."""
 from __future__ import annotations
 
 import asyncio
+import time
 import io
 import json
 import logging
@@ -257,6 +258,7 @@ async def test_event_flood_is_counted_not_logged_per_event_and_the_link_survives
         n = 200_000
         one = b"Event: DeviceStateChange\r\nPrivilege: call,all\r\nDevice: Queue:repair_avail\r\nState: INUSE\r\n\r\n"
         chunk = one * 5000
+        t0 = time.monotonic()
         for _ in range(n // 5000):
             srv.writer.write(chunk)
         await srv.writer.drain()
@@ -266,8 +268,14 @@ async def test_event_flood_is_counted_not_logged_per_event_and_the_link_survives
         assert pipeline.stats.frames == n + 1  # FullyBooted + the flood
         # what did not fit in the bounded queue is counted, and warned about
         # at most once per 10 s -- not one log line per dropped event
+        elapsed = time.monotonic() - t0
         lines = [x for x in buf.getvalue().splitlines() if "pipeline_queue_full" in x]
-        assert len(lines) == (1 if pipeline.stats.queue_full else 0)
+        if pipeline.stats.queue_full:
+            # one line per started 10 s window (a loaded machine may take longer than 10 s)
+            assert 1 <= len(lines) <= 1 + int(elapsed // 10), (len(lines), elapsed)
+            assert len(lines) * 100 < pipeline.stats.queue_full
+        else:
+            assert lines == []
         assert pipeline.stats.events + pipeline.stats.unknown + pipeline.stats.queue_full == n + 1
         assert m.state == "logged_in" and srv.connections == 1
     finally:
