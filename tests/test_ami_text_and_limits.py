@@ -273,7 +273,7 @@ async def test_event_flood_is_counted_not_logged_per_event_and_the_link_survives
         if pipeline.stats.queue_full:
             # one line per started 10 s window (a loaded machine may take longer than 10 s)
             assert 1 <= len(lines) <= 1 + int(elapsed // 10), (len(lines), elapsed)
-            assert len(lines) * 100 < pipeline.stats.queue_full
+            assert len(lines) <= max(1, pipeline.stats.queue_full // 100)  # not one per dropped event
         else:
             assert lines == []
         assert pipeline.stats.events + pipeline.stats.unknown + pipeline.stats.queue_full == n + 1
