@@ -251,10 +251,13 @@ class HotlineAMIProtocol(AMIProtocol):
         factory = self.factory
         if event == "Shutdown":
             log.warning("ami_asterisk_shutdown")
-        sink = getattr(factory, "frame_sink", None)
-        if sink is not None:
+        # live-state listeners first (resync's queue model, the wallboard),
+        # then the pipeline's sink; each one guarded on its own
+        for handler in (*getattr(factory, "frame_listeners", ()), getattr(factory, "frame_sink", None)):
+            if handler is None:
+                continue
             try:
-                sink(frame, now)
+                handler(frame, now)
             except Exception:
                 if isinstance(factory, HotlineManager):
                     factory.stats.sink_errors += 1
@@ -410,6 +413,8 @@ class HotlineManager(Manager):
         self._warned_at = 0.0
         self._warned_malformed = 0
         self.login_listeners: list[Callable[["HotlineManager"], None]] = []
+        # synchronous observers of every event frame, called before frame_sink
+        self.frame_listeners: list[FrameSink] = []
 
     # -- state ------------------------------------------------------------
     def _set_state(self, state: str, **kw) -> None:

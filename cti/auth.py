@@ -31,6 +31,7 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
+from .http import json_error
 from .logs import get_logger
 
 log = get_logger("hotline.auth")
@@ -88,10 +89,6 @@ def _wants_json(request: web.Request) -> bool:
     path = request.path
     return (path.startswith("/api/") or path.startswith("/ws/") or path == "/metrics"
             or "application/json" in request.headers.get("Accept", ""))
-
-
-def json_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
 
 
 def unauthorized(request: web.Request) -> web.StreamResponse:

@@ -335,14 +335,7 @@ def install_resync(manager: HotlineManager, pipeline: CallPipeline, live: LiveMo
     """Wire resync into a manager (before ``connect()``): on every login and
     FullyBooted; queue/agent live state follows the events in between."""
     resyncer = Resyncer(manager, pipeline, live, **kw)
-    inner = manager.frame_sink
-    model = resyncer.live
-
-    def sink(frame: Frame, ts: float) -> None:
-        model.on_frame(frame, ts)
-        inner(frame, ts)
-
-    manager.frame_sink = sink
+    manager.frame_listeners.append(resyncer.live.on_frame)
     manager.login_listeners.append(resyncer.on_login)
     manager.register_event("FullyBooted", resyncer.on_fully_booted)
     return resyncer

@@ -11,6 +11,7 @@ from aiohttp import WSMsgType, web
 from tickets import repository as orders
 from tickets.model import ORDER_TYPE_LABELS, ValidationError, validate_completion
 
+from .http import json_error as _error
 from .auth import Role, principal_key, public, require
 from .hub import Hub
 from .logs import get_logger
@@ -24,9 +25,6 @@ pool_key = web.AppKey("pool", asyncpg.Pool)
 hub_key = web.AppKey("hub", Hub)
 status_key = web.AppKey("status", dict)
 
-
-def _error(status: int, code: str, message: str, **extra) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
 
 
 @web.middleware

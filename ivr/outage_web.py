@@ -27,6 +27,7 @@ from aiohttp import web
 from cti.logs import get_logger
 from cti.auth import Role, require
 from cti.web import pool_key
+from cti.http import json_error as _error
 
 from . import outage_repo as repo
 from .outages import (
@@ -42,9 +43,6 @@ outage_hooks_key = web.AppKey("outage_hooks", list)
 #: tests and the simulator may pin the clock: a callable returning an aware datetime
 outage_clock_key = web.AppKey("outage_clock", object)
 
-
-def _error(status: int, code: str, message: str, **extra) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
 
 
 def _now(request: web.Request) -> datetime:

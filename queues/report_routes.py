@@ -28,6 +28,7 @@ from aiohttp import web
 
 from cti.auth import Role, principal_key, require
 from cti.logs import get_logger
+from cti.http import json_error as _error
 
 from . import reports as r
 from .metrics import SHANGHAI
@@ -136,9 +137,6 @@ class ReportJobs:
 
 report_jobs_key = web.AppKey("report_jobs", ReportJobs)
 
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
 
 
 def _dumps(o: Any) -> str:

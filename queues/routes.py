@@ -21,6 +21,7 @@ from aiohttp import WSMsgType, web
 
 from cti.logs import get_logger
 from cti.auth import Role, principal_key, require
+from cti.http import json_error as _error
 
 from .service import TOPIC, ActionFailed, WallboardService
 
@@ -33,9 +34,6 @@ MAX_REASON = 40
 
 wallboard_key = web.AppKey("wallboard", WallboardService)
 
-
-def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
 
 
 def _clean_text(value: Any, limit: int) -> str:

@@ -19,7 +19,6 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from cti.ami import AmiActionError, AmiDisconnected, AmiTimeout, HotlineManager
-from cti.frame import Frame
 from cti.hub import Hub
 from cti.logs import get_logger
 
@@ -89,23 +88,13 @@ class WallboardService:
 
     # --------------------------------------------------------------- wiring
     def attach(self, manager: HotlineManager, live=None) -> None:
-        """Put the board on the manager's frame sink (after
+        """Listen to the manager's event frames (after
         :func:`cti.resync.install_resync`, before ``connect()``); ``live``
         is the resync's :class:`cti.live.LiveModel`."""
         self.manager = manager
         if live is not None:
             self.board.live = live
-        inner = manager.frame_sink
-        board = self.board
-
-        def sink(frame: Frame, ts: float) -> None:
-            inner(frame, ts)
-            try:
-                board.on_frame(frame, ts)
-            except Exception:  # never break the AMI reader
-                log.exception("wallboard_frame_failed", ami_event=frame.event)
-
-        manager.frame_sink = sink
+        manager.frame_listeners.append(self.board.on_frame)
 
     def start(self) -> None:
         if self._task is None:

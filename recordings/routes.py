@@ -30,6 +30,7 @@ from aiohttp import web
 from cti.auth import Principal, Role, principal_key, require
 from cti.logs import get_logger
 from cti.web import pool_key
+from cti.http import json_error as _error
 
 from . import access
 from . import repository as repo
@@ -54,9 +55,6 @@ UNAVAILABLE = {
     RecordingState.RECORDING: (409, "in_progress", "通话录音尚未结束 / the call is still being recorded"),
 }
 
-
-def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
 
 
 def _id(request: web.Request) -> int | None:

@@ -20,6 +20,7 @@ from cti.auth import Role, principal_key, require
 from cti.logs import get_logger
 from cti.web import pool_key
 from cti.workdays import CHINA_TZ
+from cti.http import json_error as _error
 
 from . import queries
 from . import repository as orders
@@ -77,9 +78,6 @@ class TicketServices:
 
 tickets_key = web.AppKey("tickets", TicketServices)
 
-
-def _error(http_status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=http_status)
 
 
 def _guard(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
