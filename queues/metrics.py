@@ -1,7 +1,8 @@
 """The hotline's queue KPIs as pure functions (stdlib only).
 
-Every formula here is written out, with its comparison to QueueMetrics,
-Asternic and Wazo, in ``docs/metrics.md`` and on the wallboard page.  The
+Every formula here is written out on the wallboard page and in
+``docs/metrics.md``, which also compares each one with QueueMetrics,
+Asternic and Wazo (the page links to it).  The
 inputs are plain counts and sums of seconds, so that the live wallboard
 (:mod:`queues.model` tallies from AMI events) and the history reports (the
 same tallies summed from the ``calls`` table) compute the same figures.
