@@ -1,28 +1,40 @@
 """Storm: the PBX simulator plays a surge against the whole service.
 
-One process runs the service (aiohttp app, AMI client, pipeline, wallboard,
-IVR server), its simulated Asterisk (over real TCP) and one websocket client
-per agent, each logged in as that agent; PostgreSQL is embedded (pgserver in
-a temporary directory) unless ``DATABASE_URL`` is set.  All share one event
-loop, so the latency includes the simulator's and the clients' own work.
+Two processes, so that the service is measured alone:
+
+* this process runs the **service** (aiohttp app, AMI client, pipeline,
+  screen-pops, wallboard, cluster bus, FastAGI server) exactly as
+  ``python -m cti serve`` composes it, against PostgreSQL (embedded pgserver
+  in a temporary directory unless ``DATABASE_URL`` is set);
+* a child process (``--loadgen``, started by this one) runs the simulated
+  Asterisk (AMI over real TCP) and one websocket client per agent, each
+  logged in as that agent over HTTP.
+
+Latency is taken across the two processes with ``time.perf_counter()``
+(CLOCK_MONOTONIC, one clock for the machine): the simulator stamps the
+moment it writes an AgentCalled frame to the socket (by Linkedid + agent),
+the agent's client stamps the screen_pop frame's arrival.
 
 Traffic: ``--rate`` new calls/s for ``--seconds``; ``--area-share`` (60 %)
-of them from one outage area (their callers carry that OUTAGE_ID and the
-repair queue); ``--abandon`` of them hang up in the queue; ``--via-ivr``
-sends the calls through the FastAGI IVR (slower, off by default).
+of them from one outage area (those callers are known customers of that
+台区, carry its OUTAGE_ID and go to the repair queue); ``--abandon`` of them
+hang up in the queue; ``--known`` of the others are known customers.
 
-Measured:
-* screen-pop latency: the simulator stamps the moment it writes the
-  AgentCalled frame to the socket (keyed by Linkedid + agent); the agent's
-  websocket client stamps the screen_pop frame's arrival; p50/p90/p99/max;
-* events/s through the pipeline, work orders/s, peak RSS (ru_maxrss);
-* loss: every simulated call has exactly one call record in the database;
-  every answered call exactly one screen-pop at its agent.
+``--live-calls N`` (memory mode): N callers are put in the queues and stay
+there (no agent free for them) while the normal storm runs on; the service's
+RSS is read when all N are live.  Afterwards they all hang up and are
+counted in the loss check like every other call.
 
-The last two lines are ``screenpop_p99_ms=<value>`` and ``lost=<count>``.
+Printed: screen-pop latency p50/p90/p99/max, events/s, work orders/s, the
+service's peak RSS (and at the live-calls plateau), the load generator's,
+the loss checks (every simulated call exactly one call record, every
+answered call exactly one screen-pop at its agent, no duplicate).  The last
+two lines are ``screenpop_p99_ms=<value>`` and ``lost=<count>``.
 
-    .venv/bin/python bench/storm.py                      # 50 calls/s for 60 s
-    .venv/bin/python bench/storm.py --rate 200 --seconds 300 --agents 400
+    .venv/bin/python bench/storm.py                              # 50 calls/s for 60 s
+    .venv/bin/python bench/storm.py --rate 200 --seconds 60 --agents 600
+    .venv/bin/python bench/storm.py --rate 20 --seconds 30 --live-calls 10000
+    .venv/bin/python bench/storm.py --profile /tmp/storm.prof    # cProfile of the service
 """
 from __future__ import annotations
 
@@ -33,6 +45,7 @@ import os
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,11 +55,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import aiohttp  # noqa: E402
-import asyncpg  # noqa: E402
-from aiohttp import web  # noqa: E402
-
 QUEUES = ("repair", "complaint", "enquiry")
+AREA = "才湾2号台区"
+AREA_OUTAGE = "STORM-AREA-1"
+SIM_USER, SIM_SECRET = "storm", "storm-secret-0123"
 
 
 def percentile(xs: list[float], p: float) -> float:
@@ -57,51 +69,78 @@ def percentile(xs: list[float], p: float) -> float:
     return xs[k]
 
 
-def rss_mb() -> float:
+def rss_now_mb() -> float:
+    """Current resident set (VmRSS) of this process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def run(args) -> int:
+def agent_ids(n: int) -> list[str]:
+    return [str(2001 + i) for i in range(n)]
+
+
+def customer_numbers(n: int) -> list[str]:
+    return [f"139{i:08d}" for i in range(n)]
+
+
+def write_customers_csv(path: Path, n: int) -> None:
+    """``n`` customers; the first 60 % in the outage's 台区."""
+    head = "户号,户名,联系电话,用电地址,台区,线路,村/街道,区域类别,客户类别,专变用户,大客户,敏感客户,高层住宅\n"
+    rows = []
+    for i, phone in enumerate(customer_numbers(n)):
+        area = AREA if i < n * 0.6 else f"城东{i % 40}号台区"
+        rows.append(f"{5100000000 + i},客户{i},{phone},全州县才湾镇{i}号,{area},10kV才湾线,才湾村,"
+                    f"{'农村' if i % 3 else '城市'},居民,否,否,否,否\n")
+    path.write_text(head + "".join(rows), encoding="utf-8")
+
+
+# =========================================================== load generator
+async def loadgen(cfg: dict) -> None:
+    """Child process: simulated Asterisk + agent websocket clients + traffic.
+    Talks to the parent by JSON lines on stdin/stdout."""
     import logging
 
-    from cti.app import DemoOptions, build_app, demo_config, manager_key, pipeline_key, services_key
-    from cti.auth import COOKIE, Role, auth_store_key, make_hasher
-    from cti.config import load_config
-    from cti.simulator import CallSpec
+    import aiohttp
 
-    from cti.logs import setup_logging
+    from cti.simulator import CallSpec, PbxSimulator
 
-    setup_logging("WARNING", json=True, stream=sys.stderr)  # per-call INFO logs would dominate the measurement
     logging.disable(logging.WARNING)
-    embedded = None
-    db_url = os.environ.get("DATABASE_URL")
-    if not db_url:
-        import pgserver
+    out = sys.stdout
 
-        pgdir = tempfile.mkdtemp(prefix="hotline-storm-pg-")
-        embedded = pgserver.get_server(pgdir, cleanup_mode="delete")
-        db_url = embedded.get_uri()
-    agents = {str(2001 + i): list(QUEUES) for i in range(args.agents)}
-    state = tempfile.mkdtemp(prefix="hotline-storm-")
-    cfg = demo_config(load_config(env={}, http_port=0, sim_speed=args.speed, state_dir=state,
-                                  log_level="WARNING", log_json=True, db_pool_max=args.pool,
-                                  node_id="storm"))
-    app = build_app(cfg, demo=DemoOptions(agents=agents, traffic=False, accounts=False), dsn=db_url)
-    app[auth_store_key].hasher = make_hasher(cheap=True)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    manager = app[manager_key]
-    for _ in range(500):
-        if manager.state == "logged_in":
-            break
-        await asyncio.sleep(0.02)
-    sim = app[services_key]["simulator"]
-    pipeline = app[pipeline_key]
+    def say(**msg) -> None:
+        out.write(json.dumps(msg) + "\n")
+        out.flush()
 
-    # --- simulator side: when AgentCalled bytes are written
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+
+    async def hear() -> dict:
+        line = await stdin.readline()
+        if not line:
+            raise SystemExit("parent went away")
+        return json.loads(line)
+
+    agents = agent_ids(cfg["agents"])
+    # the live-calls mode parks callers in a queue no agent serves
+    queues_of = {a: list(QUEUES) for a in agents}
+    sim = PbxSimulator("127.0.0.1", 0, SIM_USER, SIM_SECRET, speed=cfg["speed"],
+                       agents=queues_of | ({"9999": ["parking"]} if cfg["live_calls"] else {}),
+                       seed=cfg["seed"], recordings_dir=cfg["recordings_dir"], recording_names="dialplan")
     written: dict[tuple[str, str], float] = {}
 
     def on_write(data: bytes) -> None:
@@ -117,25 +156,24 @@ async def run(args) -> int:
         written.setdefault((linkedid, agent), t)
 
     sim.on_write = on_write
+    port = await sim.start()
+    say(port=port)
+    go = await hear()
+    base = go["base"]
 
-    # --- clients: one websocket per agent, logged in as that agent
-    store = app[auth_store_key]
     received: dict[tuple[str, str], list[float]] = defaultdict(list)
+    in_service: list[float] = []  # the pop's own elapsed_ms (lookup + draft in the service)
     sessions: list[aiohttp.ClientSession] = []
     sockets = []
     for agent in agents:
-        user = f"agent{agent}"
-        pw = f"pw-{user}-storm-0123456789"
-        await store.create_user(user, pw, Role.AGENT, agent_id=agent, display_name=user, replace=True)
-        http = aiohttp.ClientSession()
+        http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # a cookie for 127.0.0.1
         sessions.append(http)
-        async with http.post(base + "/api/login", json={"username": user, "password": pw}) as r:
+        user = f"agent{agent}"
+        async with http.post(base + "/api/login", json={"username": user, "password": go["passwords"][agent]}) as r:
             body = await r.json()
             assert r.status == 200, body
-            token = r.cookies[COOKIE].value
-        http.headers["Cookie"] = f"{COOKIE}={token}"
         http.headers["X-CSRF-Token"] = body["csrf_token"]
-        sockets.append(await http.ws_connect(f"{base}/ws/agent/{agent}"))
+        sockets.append(await http.ws_connect(f"{base}/ws/agent/{agent}", max_msg_size=0))
 
     async def reader(ws) -> None:
         async for msg in ws:
@@ -147,48 +185,68 @@ async def run(args) -> int:
             data = json.loads(msg.data)
             if data.get("type") == "screen_pop":
                 received[(data["linkedid"], data["agent"])].append(t)
+                in_service.append(data.get("elapsed_ms") or 0.0)
 
     readers = [asyncio.create_task(reader(ws)) for ws in sockets]
-    print(f"storm: {args.rate:g} calls/s for {args.seconds:g} s, {args.agents} agents, speed {args.speed:g}, "
-          f"area share {args.area_share:.0%}, abandon {args.abandon:.0%}, via_ivr={args.via_ivr}, "
-          f"db={'embedded' if embedded else 'DATABASE_URL'}", flush=True)
+    say(ready=True)
+    await hear()  # start
 
-    # --- traffic
-    rng = random.Random(args.seed)
+    rng = random.Random(cfg["seed"])
+    known = customer_numbers(cfg["customers"])
+    in_area_numbers = known[: int(len(known) * 0.6)]
+    other_numbers = known[int(len(known) * 0.6):]
     free = list(agents)
     rng.shuffle(free)
-    results: list = []
-    specs: list[CallSpec] = []
-    failures = 0
+    results: list[dict] = []
+    failures: list[str] = []
     no_agent = 0
-    area_outage = "STORM-AREA-1"
 
     async def one(spec: CallSpec, agent: str | None) -> None:
-        nonlocal failures
         try:
-            results.append((spec, await sim.place_call(spec)))
+            p = await sim.place_call(spec)
+            results.append({"linkedid": p.linkedid, "agent": p.agent, "outcome": p.outcome,
+                            "queue": p.queue})
         except Exception as exc:
-            failures += 1
-            print(f"  call failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failures.append(f"{type(exc).__name__}: {exc}")
         finally:
             if agent:
                 free.append(agent)
 
-    events0, t0 = pipeline.stats.events, time.perf_counter()
-    conn = await asyncpg.connect(db_url)
-    orders0 = await conn.fetchval("SELECT count(*) FROM work_orders")
     tasks: list[asyncio.Task] = []
-    n_calls = int(args.rate * args.seconds)
+
+    # memory mode: park live_calls callers first (a queue with one member who
+    # is never free), ramped at park_rate calls/s
+    parked: list[asyncio.Task] = []
+    if cfg["live_calls"]:
+        sim._reserve(["9999"])  # the parking member is "busy": nobody is rung
+        # they hang up by themselves some seconds after the storm (virtual s)
+        hold = (cfg["live_calls"] / cfg["park_rate"] + cfg["seconds"] + 15) * cfg["speed"]
+        t0 = time.perf_counter()
+        for i in range(cfg["live_calls"]):
+            due = t0 + i / cfg["park_rate"]
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            spec = CallSpec(f"138{i:08d}", "", "parking", "", "", agent="", outcome="abandoned",
+                            wait_s=hold, ring_order=(), via_ivr=False)
+            parked.append(asyncio.create_task(one(spec, None)))
+        while sum(1 for t in parked if not t.done()) < cfg["live_calls"] and any(t.done() for t in parked):
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.0)
+        say(parked=sum(1 for t in parked if not t.done()), seconds=round(time.perf_counter() - t0, 1))
+        await hear()  # the parent has read its RSS
+
+    n_calls = int(cfg["rate"] * cfg["seconds"])
     start = time.perf_counter()
     peak_live = 0
     for i in range(n_calls):
-        due = start + i / args.rate
+        due = start + i / cfg["rate"]
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        in_area = rng.random() < args.area_share
+        in_area = rng.random() < cfg["area_share"]
         queue = "repair" if in_area else rng.choice(QUEUES)
-        abandoned = rng.random() < args.abandon
+        abandoned = rng.random() < cfg["abandon"]
         agent = None
         if not abandoned:
             if not free:
@@ -196,65 +254,216 @@ async def run(args) -> int:
                 abandoned = True
             else:
                 agent = free.pop()
-        num = f"1{rng.choice('3589')}{rng.randrange(10**9):09d}"
-        spec = CallSpec(num, "", queue, "", area_outage if in_area else "",
+        if in_area and in_area_numbers:
+            num = rng.choice(in_area_numbers)
+        elif other_numbers and rng.random() < cfg["known"]:
+            num = rng.choice(other_numbers)
+        else:
+            num = f"1{rng.choice('358')}{rng.randrange(10**9):09d}"
+        spec = CallSpec(num, "", queue, "", AREA_OUTAGE if in_area else "",
                         agent=agent or "", outcome="abandoned" if abandoned else "answered",
-                        ring_s=args.ring_s, talk_s=args.talk_s, wait_s=args.ring_s,
-                        ring_order=() if agent else (), via_ivr=args.via_ivr)
-        specs.append(spec)
+                        ring_s=cfg["ring_s"], talk_s=cfg["talk_s"], wait_s=cfg["ring_s"],
+                        ring_order=(), via_ivr=False)
         tasks.append(asyncio.create_task(one(spec, agent)))
-        peak_live = max(peak_live, sum(1 for t in tasks[-2000:] if not t.done()))
+        if i % 50 == 0:
+            peak_live = max(peak_live, sum(1 for t in tasks[-5000:] if not t.done()))
     sent_s = time.perf_counter() - start
     await asyncio.gather(*tasks)
-    await pipeline.drain()
-    await asyncio.sleep(1.0)  # last screen-pops in flight to the clients
-    await pipeline.drain()
-    elapsed = time.perf_counter() - t0
-    events = pipeline.stats.events - events0
-    orders = await conn.fetchval("SELECT count(*) FROM work_orders") - orders0
-
-    # --- loss checks
-    linkedids = [p.linkedid for _, p in results]
-    rows = await conn.fetch("SELECT linkedid, count(*) AS n FROM calls WHERE linkedid = ANY($1) GROUP BY linkedid",
-                            linkedids)
-    recorded = {r["linkedid"]: r["n"] for r in rows}
-    missing_records = sum(1 for lid in linkedids if recorded.get(lid, 0) != 1)
-    answered = [(p.linkedid, p.agent) for _, p in results if p.outcome in ("answered", "caller_hangup") and p.agent]
-    pop_loss = sum(1 for key in answered if len(received.get(key, ())) != 1)
-    extra_pops = sum(len(v) for k, v in received.items() if len(v) > 1)
-    await conn.close()
-    lat = [(received[k][0] - written[k]) * 1000 for k in answered if k in written and received.get(k)]
-
+    await asyncio.gather(*parked)  # the parked callers give up (QueueCallerAbandon, hangup)
+    say(traffic_done=True, sent_s=sent_s, n_calls=n_calls, no_agent=no_agent, peak_live=peak_live)
+    await hear()  # the parent has drained its pipeline
+    await asyncio.sleep(1.0)  # last frames in flight
     for ws in sockets:
         await ws.close()
     for t in readers:
         t.cancel()
     for s in sessions:
         await s.close()
+    await sim.stop()
+    say(results=results, failures=failures,
+        written=[[k[0], k[1], v] for k, v in written.items()],
+        received=[[k[0], k[1], v] for k, v in received.items()],
+        rss_mb=peak_rss_mb(), in_service=in_service)
+
+
+# ================================================================= service
+async def run(args) -> int:
+    import logging
+
+    import asyncpg
+    from aiohttp import web
+
+    from cti.app import build_app, demo_config, manager_key, pipeline_key, services_key
+    from cti.auth import Role, auth_store_key, make_hasher
+    from cti.config import load_config
+    from cti.logs import setup_logging
+
+    setup_logging("WARNING", json=True, stream=sys.stderr)  # per-call INFO logs would dominate the measurement
+    logging.disable(logging.WARNING)
+    embedded = None
+    db_url = os.environ.get("DATABASE_URL")
+    if not db_url:
+        import pgserver
+
+        pgdir = tempfile.mkdtemp(prefix="hotline-storm-pg-")
+        embedded = pgserver.get_server(pgdir, cleanup_mode="delete")
+        db_url = embedded.get_uri()
+
+    lg_cfg = {"agents": args.agents, "speed": args.speed, "seed": args.seed, "rate": args.rate,
+              "seconds": args.seconds, "area_share": args.area_share, "abandon": args.abandon,
+              "ring_s": args.ring_s, "talk_s": args.talk_s, "customers": args.customers, "known": args.known,
+              "live_calls": args.live_calls, "park_rate": args.park_rate}
+    state = tempfile.mkdtemp(prefix="hotline-storm-")
+    lg_cfg["recordings_dir"] = str(Path(state) / "recordings")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).resolve()), "--loadgen", json.dumps(lg_cfg),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 28)
+
+    async def hear() -> dict:
+        line = await child.stdout.readline()
+        if not line:
+            raise SystemExit(f"load generator exited ({await child.wait()})")
+        return json.loads(line)
+
+    def tell(**msg) -> None:
+        child.stdin.write((json.dumps(msg) + "\n").encode())
+
+    port = (await hear())["port"]
+    from dataclasses import replace
+
+    cfg = demo_config(load_config(env={}, http_port=0, state_dir=state, log_level="WARNING", log_json=True,
+                                  db_pool_max=args.pool, node_id="storm"))
+    cfg = replace(cfg, ami_port=port, ami_username=SIM_USER, ami_secret=SIM_SECRET)
+    app = build_app(cfg, demo=None, dsn=db_url)  # serve mode: the AMI peer is the child's simulator
+    app[auth_store_key].hasher = make_hasher(cheap=True)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    manager = app[manager_key]
+    for _ in range(500):
+        if manager.state == "logged_in":
+            break
+        await asyncio.sleep(0.02)
+    assert manager.state == "logged_in", manager.state
+    pipeline = app[pipeline_key]
+    pool = app[services_key]["screenpop"].pool
+
+    from cti import customer_repo
+
+    csv = Path(state) / "customers.csv"
+    write_customers_csv(csv, args.customers)
+    await customer_repo.import_customers_file(pool, csv)
+    store = app[auth_store_key]
+    passwords = {}
+    for agent in agent_ids(args.agents):
+        user = f"agent{agent}"
+        passwords[agent] = f"pw-{user}-storm-0123456789"
+        await store.create_user(user, passwords[agent], Role.AGENT, agent_id=agent, display_name=user,
+                                replace=True)
+    tell(base=base, passwords=passwords)
+    await hear()  # clients connected
+    print(f"storm: {args.rate:g} calls/s for {args.seconds:g} s, {args.agents} agents, speed {args.speed:g}, "
+          f"area share {args.area_share:.0%}, abandon {args.abandon:.0%}, live calls {args.live_calls}, "
+          f"db={'embedded' if embedded else 'DATABASE_URL'}; service and load generator in separate processes",
+          flush=True)
+    rss_before = rss_now_mb()
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    conn = await asyncpg.connect(db_url)
+    orders0 = await conn.fetchval("SELECT count(*) FROM work_orders")
+    events0, t0 = pipeline.stats.events, time.perf_counter()
+    cpu0 = cpu_s()
+    tell(start=True)
+
+    plateau = None
+    msg = await hear()
+    if "parked" in msg:
+        await pipeline.drain()
+        tracked = len(pipeline.tracker.calls) if hasattr(pipeline.tracker, "calls") else -1
+        plateau = {"parked": msg["parked"], "rss": rss_now_mb(), "tracked": tracked, "seconds": msg["seconds"]}
+        print(f"live calls: {msg['parked']} callers waiting in the service's model "
+              f"(ramp {msg['seconds']} s); service RSS now {plateau['rss']:.0f} MB (before the storm "
+              f"{rss_before:.0f} MB)", flush=True)
+        tell(ok=True)
+        msg = await hear()
+    done = msg
+    await pipeline.drain()
+    await asyncio.sleep(1.0)  # last screen-pops in flight to the clients
+    await pipeline.drain()
+    elapsed = time.perf_counter() - t0
+    cpu = cpu_s() - cpu0
+    events = pipeline.stats.events - events0
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    orders = await conn.fetchval("SELECT count(*) FROM work_orders") - orders0
+    rss_service = peak_rss_mb()
+    tell(finish=True)
+    final = await hear()
+    await child.wait()
+
+    # --- loss checks
+    results = final["results"]
+    linkedids = [r["linkedid"] for r in results]
+    rows = await conn.fetch("SELECT linkedid, count(*) AS n, bool_and(ended_at IS NOT NULL) AS closed "
+                            "FROM calls WHERE linkedid = ANY($1) GROUP BY linkedid", linkedids)
+    recorded = {r["linkedid"]: r["n"] for r in rows}
+    open_calls = sum(1 for r in rows if not r["closed"])
+    missing_records = sum(1 for lid in linkedids if recorded.get(lid, 0) != 1)
+    received = {(a, b): [] for a, b, _ in final["received"]}
+    for a, b, ts in final["received"]:
+        received[(a, b)] = ts
+    written = {(a, b): t for a, b, t in final["written"]}
+    answered = [(r["linkedid"], r["agent"]) for r in results
+                if r["outcome"] in ("answered", "caller_hangup") and r["agent"]]
+    pop_loss = sum(1 for key in answered if len(received.get(key, ())) != 1)
+    extra_pops = sum(len(v) - 1 for v in received.values() if len(v) > 1)
+    await conn.close()
+    lat = [(received[k][0] - written[k]) * 1000 for k in answered if k in written and received.get(k)]
     sp = app[services_key]["screenpop"]
+    handler_errors = pipeline.stats.handler_errors
     await runner.cleanup()
     if embedded is not None:
         embedded.cleanup()
 
-    lost = missing_records + pop_loss + failures
-    print(f"calls placed {len(specs)} in {sent_s:.1f} s ({len(specs) / sent_s:.1f}/s offered), "
-          f"answered {len(answered)}, abandoned {len(results) - len(answered)}, no free agent {no_agent}, "
-          f"simulator failures {failures}")
-    print(f"peak live calls {peak_live}")
+    failures = final["failures"]
+    for f in failures[:5]:
+        print("  call failed:", f, file=sys.stderr)
+    lost = missing_records + pop_loss + len(failures) + extra_pops
+    print(f"calls placed {done['n_calls']} in {done['sent_s']:.1f} s ({done['n_calls'] / done['sent_s']:.1f}/s "
+          f"offered), answered {len(answered)}, abandoned {len(results) - len(answered)}, "
+          f"no free agent {done['no_agent']}, simulator failures {len(failures)}")
+    print(f"peak live calls {done['peak_live']} (storm) + {args.live_calls} parked")
     print(f"screen-pop latency ms (AgentCalled written -> websocket frame received, n={len(lat)}): "
           f"p50 {percentile(lat, 50):.2f}  p90 {percentile(lat, 90):.2f}  p99 {percentile(lat, 99):.2f}  "
           f"max {max(lat) if lat else float('nan'):.2f}  mean {statistics.fmean(lat) if lat else float('nan'):.2f}")
-    print(f"pipeline events {events} in {elapsed:.1f} s = {events / elapsed:.0f} events/s")
-    print(f"work orders {orders} = {orders / elapsed:.1f} orders/s  (screen-pop failures {sp.failures})")
-    print(f"peak RSS {rss_mb():.0f} MB (service + simulator + {len(sockets)} clients in one process)")
-    print(f"loss: calls without exactly one record {missing_records}, answered calls without exactly one "
-          f"screen-pop {pop_loss}, duplicate pops {extra_pops}")
+    ins = final["in_service"]
+    print(f"  of which in the screen-pop handler (lookup + draft): p50 {percentile(ins, 50):.2f}  "
+          f"p99 {percentile(ins, 99):.2f}")
+    print(f"pipeline events {events} in {elapsed:.1f} s = {events / elapsed:.0f} events/s; service CPU "
+          f"{cpu:.1f} s = {cpu / elapsed:.0%} of one core ({cpu / max(events, 1) * 1e6:.0f} us per event)")
+    print(f"work orders {orders} = {orders / elapsed:.1f} orders/s  (screen-pop failures {sp.failures}, "
+          f"handler errors {handler_errors})")
+    print(f"peak RSS: service {rss_service:.0f} MB, load generator {final['rss_mb']:.0f} MB")
+    print(f"loss: calls without exactly one record {missing_records} (left open {open_calls}), answered calls "
+          f"without exactly one screen-pop {pop_loss}, duplicate pops {extra_pops}")
+    if plateau is not None:
+        print(f"live_calls_rss_mb={plateau['rss']:.1f}  (at {plateau['parked']} live calls)")
     print(f"screenpop_p99_ms={percentile(lat, 99):.2f}")
     print(f"lost={lost}")
     return 0 if lost == 0 else 1
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--loadgen":
+        asyncio.run(loadgen(json.loads(sys.argv[2])))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rate", type=float, default=50.0, help="new calls per second (default 50)")
     ap.add_argument("--seconds", type=float, default=60.0, help="surge length (default 60)")
@@ -264,8 +473,12 @@ def main() -> int:
     ap.add_argument("--talk-s", type=float, default=20.0, help="virtual talk seconds (default 20)")
     ap.add_argument("--area-share", type=float, default=0.6, help="share of calls from the outage area")
     ap.add_argument("--abandon", type=float, default=0.1, help="share of callers hanging up in the queue")
-    ap.add_argument("--via-ivr", action="store_true", help="calls go through the FastAGI IVR (slower)")
+    ap.add_argument("--customers", type=int, default=5000, help="customers in the database (default 5000)")
+    ap.add_argument("--known", type=float, default=0.7, help="share of other callers who are known customers")
+    ap.add_argument("--live-calls", type=int, default=0, help="memory mode: callers parked in a queue first")
+    ap.add_argument("--park-rate", type=float, default=500.0, help="calls/s while parking (default 500)")
     ap.add_argument("--pool", type=int, default=20, help="database pool size")
+    ap.add_argument("--profile", default="", help="write a cProfile of the service's storm to this file")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     return asyncio.run(run(args))

@@ -262,8 +262,12 @@ class HotlineAMIProtocol(AMIProtocol):
                 if isinstance(factory, HotlineManager):
                     factory.stats.sink_errors += 1
                 log.exception("ami_frame_handling_failed", ami_event=event)
-        # our own listeners (FullyBooted → resync, user patterns)
-        if factory.patterns:
+        # our own listeners (FullyBooted → resync, user patterns); a
+        # panoramisk Message is built only for an event some pattern wants
+        if factory.patterns and isinstance(factory, HotlineManager):
+            if factory.wants_event(event):
+                factory.dispatch(frame_to_message(frame))
+        elif factory.patterns:
             factory.dispatch(frame_to_message(frame))
 
     def _finish(self, pend: _Pending, result: ActionResult) -> None:
@@ -415,6 +419,19 @@ class HotlineManager(Manager):
         self.login_listeners: list[Callable[["HotlineManager"], None]] = []
         # synchronous observers of every event frame, called before frame_sink
         self.frame_listeners: list[FrameSink] = []
+        self._wanted: dict[str, bool] = {}
+        self._wanted_for = 0
+
+    def wants_event(self, event: str) -> bool:
+        """Whether a pattern registered with ``register_event`` matches this
+        event name (memoised per name; re-learnt when a pattern is added)."""
+        if self._wanted_for != len(self.patterns):
+            self._wanted.clear()
+            self._wanted_for = len(self.patterns)
+        hit = self._wanted.get(event)
+        if hit is None:
+            hit = self._wanted[event] = any(rx.match(event) for _, rx in self.patterns)
+        return hit
 
     # -- state ------------------------------------------------------------
     def _set_state(self, state: str, **kw) -> None:

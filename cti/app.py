@@ -162,7 +162,10 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         from .spool import Spool, SpoolReplayer
 
         spool = Spool(Path(cfg.state_dir) / "spool", max_records=getattr(cfg, "spool_max_records", 100_000))
-        pipeline.add_handler(CallRecorder(pool, spool=spool))
+        recorder = CallRecorder(pool, spool=spool)
+        pipeline.add_handler(recorder)
+        pipeline.flushers.append(recorder.flush)  # drain() waits for the buffered call rows too
+        app[services_key]["call_recorder"] = recorder
         cache = LookupCache(getattr(cfg, "screenpop_cache_size", 20_000))
         try:
             await cache.prewarm(pool, getattr(cfg, "screenpop_cache_prewarm", 2000))
@@ -178,9 +181,11 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         app[status_key]["spool"] = spool.counters  # live counters in /health
         app[pipeline_key] = pipeline
         pipeline.start()
+        recorder.start()
         replayer.start()
         yield
         await pipeline.stop()
+        await recorder.stop()
         await replayer.stop()
         if spool.pending:  # one last try; what stays is replayed at the next start
             try:
@@ -199,13 +204,16 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         from dataclasses import replace
         manager = make_manager(replace(cfg, ami_port=port), pipeline.feed, on_state)
         app[manager_key] = manager
-        from .resync import install_resync
+        from .resync import CdrSource, install_resync
 
-        app[services_key]["resync"] = install_resync(manager, pipeline)
-        app[services_key]["wallboard"].attach(manager, app[services_key]["resync"].live)
+        # what happened while the AMI link was down: Asterisk's CDR (cdr_pgsql → table cdr, migrations/011)
+        resync = install_resync(manager, pipeline, cdr=CdrSource(app[pool_key]))
+        app[services_key]["resync"] = resync
+        app[services_key]["wallboard"].attach(manager, resync.live)
         manager.connect()
         yield
         manager.close()
+        await resync.close()
 
     async def tickets_worker_ctx(app: web.Application):
         """Durable deadlines (SLA warnings and breaches) → supervisors' and agents' pages."""
@@ -237,7 +245,7 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         bus = ClusterBus(app[services_key]["database_url"], cfg.node_id, app[hub_key], app[pool_key],
                          on_calls_changed=wallboard_refresher(app[pool_key], wallboard.board, cfg.node_id,
                                                               time.time(), cfg.sl_threshold_s))
-        app[pipeline_key].add_handler(bus.pipeline_handler)  # after CallRecorder: the row is written
+        app[services_key]["call_recorder"].on_written.append(bus.calls_changed)  # rows are in the table
         await bus.start()
         app[services_key]["cluster"] = bus
         yield

@@ -35,9 +35,6 @@ log = get_logger("hotline.cluster")
 CHANNEL = "hotline_cluster"
 MAX_PAYLOAD = 7900  # PostgreSQL's limit is 8000 bytes
 RELAYED = ("agent:", "supervisor")  # the wallboard topic is computed on each node
-# pipeline events after which the calls table may have changed
-MILESTONE_EVENTS = ("CallerJoinedQueue", "CallerLeftQueue", "AgentConnected", "AgentCompleted", "CallerAbandoned", "ChannelHungUp",
-                    "CallResynced")
 
 
 class ClusterBus:
@@ -69,14 +66,10 @@ class ClusterBus:
         self._put_out({"n": self.node_id, "k": "hub", "t": topic, "m": message})
 
     def calls_changed(self) -> None:
-        """A ``calls`` row was written here (coalesced into one notification)."""
+        """``calls`` rows were written here (:attr:`cti.screenpop.CallRecorder.on_written`);
+        coalesced into one notification."""
         self._calls_dirty = True
         self._calls_event.set()
-
-    async def pipeline_handler(self, event: Any, call: Any) -> None:
-        """Runs after :class:`cti.screenpop.CallRecorder` in the pipeline (the row is written)."""
-        if type(event).__name__ in MILESTONE_EVENTS:
-            self.calls_changed()
 
     def _put_out(self, item: dict[str, Any]) -> None:
         try:

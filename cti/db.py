@@ -59,13 +59,37 @@ async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout: 
     try:
         return await asyncio.wait_for(
             asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30,
-                                server_settings=server_settings or None),
+                                server_settings=server_settings or None, reset=_light_reset),
             timeout,
         )
     except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailable(
             f"database unreachable at {_safe_dsn(dsn)}: {type(exc).__name__}: {exc}".replace("\n", " ")
         ) from None
+
+
+async def _light_reset(conn: asyncpg.Connection) -> None:
+    """Run when a pooled connection goes back: asyncpg has already rolled
+    back a transaction left open and dropped listeners.  Its default reset
+    adds a round trip per release (advisory unlock all, CLOSE ALL, UNLISTEN,
+    RESET ALL) -- about a third of the database time of a screen-pop.  Our
+    pooled connections hold no session state: no session SET, no LISTEN (the
+    cluster listens on its own connection), no cursor outside a transaction,
+    and the one session advisory lock (migrations) is released in a
+    ``finally``.  The full reset still runs for a connection marked with
+    :func:`needs_full_reset` (the migrations run arbitrary SQL)."""
+    if conn in _DIRTY:
+        _DIRTY.discard(conn)
+        await conn.execute(conn.get_reset_query())
+
+
+_DIRTY: set = set()
+
+
+def needs_full_reset(conn) -> None:
+    """This pooled connection may carry session state: reset it fully when
+    it goes back to the pool."""
+    _DIRTY.add(getattr(conn, "_con", None) or conn)
 
 
 def _safe_dsn(dsn: str) -> str:
@@ -94,6 +118,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
                applied_at timestamptz NOT NULL DEFAULT now())"""
     )
     applied: list[str] = []
+    needs_full_reset(conn)
     await conn.execute("SELECT pg_advisory_lock(966022)")
     try:
         done = {r["name"]: r["checksum"] for r in await conn.fetch("SELECT name, checksum FROM schema_migrations")}

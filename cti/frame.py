@@ -36,17 +36,30 @@ class Frame:
     encoding: str = "utf-8"
     bad_lines: int = 0
     body: str = ""  # the text after the headers of a ``Response: Follows``
+    # first value by exact spelling and by lower-cased name, built at the
+    # first get() (a frame is read by several consumers; each used to scan)
+    _index: tuple[dict[str, str], dict[str, str]] | None = field(default=None, init=False, repr=False,
+                                                                   compare=False, hash=False)
 
     def get(self, key: str, default: str | None = None) -> str | None:
-        """First value of ``key`` (case-insensitive, as Asterisk is inconsistent)."""
-        for k, v in self.headers:  # exact spelling first: no lowercasing
-            if k == key:
-                return v
-        lk = key.lower()
-        for k, v in self.headers:
-            if k.lower() == lk:
-                return v
-        return default
+        """First value of ``key`` (case-insensitive, as Asterisk is inconsistent;
+        a header spelt exactly as asked wins over an earlier one in another case)."""
+        index = self._index
+        if index is None:
+            exact: dict[str, str] = {}
+            lower: dict[str, str] = {}
+            for k, v in self.headers:
+                if k not in exact:
+                    exact[k] = v
+                    lk = k.lower()
+                    if lk not in lower:
+                        lower[lk] = v
+            index = (exact, lower)
+            object.__setattr__(self, "_index", index)
+        v = index[0].get(key)
+        if v is not None:
+            return v
+        return index[1].get(key.lower(), default)
 
     def get_all(self, key: str) -> list[str]:
         lk = key.lower()
@@ -155,6 +168,7 @@ _set_headers = Frame.headers.__set__  # type: ignore[attr-defined]
 _set_encoding = Frame.encoding.__set__  # type: ignore[attr-defined]
 _set_bad_lines = Frame.bad_lines.__set__  # type: ignore[attr-defined]
 _set_body = Frame.body.__set__  # type: ignore[attr-defined]
+_set_index = Frame._index.__set__  # type: ignore[attr-defined]
 
 
 def _utf8_frame(headers: tuple[tuple[str, str], ...]) -> Frame:
@@ -164,6 +178,7 @@ def _utf8_frame(headers: tuple[tuple[str, str], ...]) -> Frame:
     _set_encoding(f, "utf-8")
     _set_bad_lines(f, 0)
     _set_body(f, "")
+    _set_index(f, None)
     return f
 
 

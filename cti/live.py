@@ -256,54 +256,93 @@ _MEMBER_EVENTS = ("QueueMemberStatus", "QueueMemberPause", "QueueMemberPenalty",
 
 def apply_frame(state: LiveQueues, f: Frame, now: float) -> LiveQueues:
     """Pure: the new state after one live event (unchanged for others)."""
-    ev = f.event
-    if ev in _MEMBER_EVENTS:
-        m = MemberState.from_frame(f)
-        members = dict(state.members)
-        old = members.get((m.queue, m.interface))
-        if old is not None and ev != "QueueMemberAdded":
-            m = replace(m, in_call=old.in_call if ev != "QueueMemberStatus" else (m.status == 2 and old.in_call))
-        members[(m.queue, m.interface)] = m
-        return replace(state, members=MappingProxyType(members))
-    if ev == "QueueMemberRemoved":
-        members = dict(state.members)
-        members.pop((f.get("Queue") or "", f.get("Interface") or ""), None)
-        return replace(state, members=MappingProxyType(members))
-    if ev == "QueueCallerJoin":
-        e = QueueEntry(f.get("Queue") or "", f.get("Uniqueid") or "", f.get("Channel") or "",
-                       _int(f.get("Position")), _cid(f.get("CallerIDNum")), _cid(f.get("CallerIDName")), now)
-        rest = tuple(x for x in state.entries if not (x.queue == e.queue and x.uniqueid == e.uniqueid))
-        return replace(state, entries=rest + (e,))
-    if ev in ("QueueCallerLeave", "QueueCallerAbandon"):
-        q, uid = f.get("Queue") or "", f.get("Uniqueid") or ""
-        left = [x for x in state.entries if x.queue == q and x.uniqueid == uid]
-        if not left:
-            return state
-        pos = left[0].position
-        entries = tuple(x if x.queue != q or x.position < pos else replace(x, position=x.position - 1)
-                        for x in state.entries if not (x.queue == q and x.uniqueid == uid))
-        return replace(state, entries=entries)
-    return state
+    model = LiveModel(state)
+    model.on_frame(f, now)
+    return model.state
 
 
-@dataclass
 class LiveModel:
-    """The mutable holder the service keeps; ``state`` is immutable."""
+    """The live queue model the service keeps: callers and members, updated
+    in place by each event in O(1) (a caller leaving does not renumber the
+    ones behind; positions are the order in the queue, counted when
+    :attr:`state` is read), replaced whole by a resync.  :attr:`state` is an
+    immutable :class:`LiveQueues`, built again only after a change."""
 
-    state: LiveQueues = field(default_factory=LiveQueues)
-    frames: int = 0
+    def __init__(self, state: LiveQueues | None = None) -> None:
+        self.frames = 0
+        self._load(state if state is not None else LiveQueues())
+
+    def _load(self, st: LiveQueues) -> None:
+        self._info = st.queues
+        self._synced_at = st.synced_at
+        self._members: dict[tuple[str, str], MemberState] = dict(st.members)
+        self._queues: dict[str, dict[str, QueueEntry]] = {}  # queue -> uniqueid -> entry, in queue order
+        for e in sorted(st.entries, key=lambda e: e.position):
+            self._queues.setdefault(e.queue, {})[e.uniqueid] = e
+        self._cache: LiveQueues | None = st
+
+    @property
+    def state(self) -> LiveQueues:
+        st = self._cache
+        if st is None:
+            entries = []
+            for waiting in self._queues.values():
+                for i, e in enumerate(waiting.values(), 1):
+                    entries.append(e if e.position == i else replace(e, position=i))
+            st = self._cache = LiveQueues(tuple(entries), MappingProxyType(dict(self._members)), self._info,
+                                          self._synced_at)
+        return st
+
+    @state.setter
+    def state(self, st: LiveQueues) -> None:
+        self._load(st)
+
+    def waiting_count(self) -> int:
+        return sum(len(w) for w in self._queues.values())
 
     def on_frame(self, frame: Frame, ts: float) -> None:
         ev = frame.event
-        if ev is not None and ev.startswith("Queue"):
-            self.state = apply_frame(self.state, frame, ts)
-            self.frames += 1
+        if ev is None or not ev.startswith("Queue"):
+            return
+        if self._apply(ev, frame, ts):
+            self._cache = None
+        self.frames += 1
+
+    def _apply(self, ev: str, f: Frame, now: float) -> bool:
+        if ev in _MEMBER_EVENTS:
+            m = MemberState.from_frame(f)
+            key = (m.queue, m.interface)
+            old = self._members.get(key)
+            if old is not None and ev != "QueueMemberAdded":
+                m = replace(m, in_call=old.in_call if ev != "QueueMemberStatus" else (m.status == 2 and old.in_call))
+            self._members[key] = m
+            return True
+        if ev == "QueueMemberRemoved":
+            return self._members.pop((f.get("Queue") or "", f.get("Interface") or ""), None) is not None
+        if ev == "QueueCallerJoin":
+            q, uid = f.get("Queue") or "", f.get("Uniqueid") or ""
+            e = QueueEntry(q, uid, f.get("Channel") or "", _int(f.get("Position")), _cid(f.get("CallerIDNum")),
+                           _cid(f.get("CallerIDName")), now)
+            waiting = self._queues.setdefault(q, {})
+            waiting.pop(uid, None)
+            if 0 < e.position <= len(waiting):  # Asterisk put it ahead of others (priority)
+                items = list(waiting.items())
+                items.insert(e.position - 1, (uid, e))
+                self._queues[q] = dict(items)
+            else:
+                waiting[uid] = e
+            return True
+        if ev in ("QueueCallerLeave", "QueueCallerAbandon"):
+            waiting = self._queues.get(f.get("Queue") or "")
+            return waiting is not None and waiting.pop(f.get("Uniqueid") or "", None) is not None
+        return False
 
     def replace(self, snap: Snapshot) -> None:
         if snap.complete:
-            self.state = LiveQueues.from_snapshot(snap)
+            self._load(LiveQueues.from_snapshot(snap))
         else:  # a query failed: keep what events said about queues
-            self.state = replace(self.state, synced_at=snap.taken_at)
+            self._synced_at = snap.taken_at
+            self._cache = None
 
 
 __all__ = ["ChannelInfo", "LiveModel", "LiveQueues", "MemberState", "QueueEntry", "QueueInfo", "Snapshot",

@@ -6,13 +6,30 @@ Bind call context with :func:`bind_call` at each entry point.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 
 import structlog
 
+# The call context (uniqueid, linkedid, queue, agent) is one ContextVar
+# holding a tuple: binding it is a single ContextVar.set on the hot path of
+# every AMI event; it is turned into log fields only when a line is written.
+_CALL: contextvars.ContextVar[tuple[str, str, str, str] | None] = contextvars.ContextVar(
+    "hotline_call", default=None)
+
+
+def merge_call_context(_logger, _name, event_dict):
+    call = _CALL.get()
+    if call is not None:
+        for key, value in zip(("uniqueid", "linkedid", "queue", "agent"), call):
+            event_dict.setdefault(key, value)
+    return event_dict
+
+
 _SHARED = [
     structlog.contextvars.merge_contextvars,
+    merge_call_context,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -63,10 +80,8 @@ def get_logger(name: str = "hotline"):
 
 def bind_call(*, uniqueid: str = "", linkedid: str = "", queue: str = "", agent: str = "") -> None:
     """Bind the call context for every log line of the current task."""
-    structlog.contextvars.bind_contextvars(
-        uniqueid=uniqueid, linkedid=linkedid, queue=queue, agent=agent
-    )
+    _CALL.set((uniqueid, linkedid, queue, agent))
 
 
 def clear_call() -> None:
-    structlog.contextvars.unbind_contextvars("uniqueid", "linkedid", "queue", "agent")
+    _CALL.set(None)

@@ -60,6 +60,8 @@ class CallPipeline:
         # worker above.
         self._shards: list[asyncio.Queue] = [asyncio.Queue() for _ in range(max(1, shards))]
         self._shard_tasks: list[asyncio.Task] = []
+        # awaited by drain() once the shards are empty (write-behind buffers)
+        self.flushers: list[Callable[[], Awaitable[None]]] = []
 
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
@@ -111,7 +113,10 @@ class CallPipeline:
             for q in self._shards:
                 await q.join()
             if self._queue.empty() and all(q.empty() for q in self._shards):
-                return
+                for flush in self.flushers:
+                    await flush()
+                if self._queue.empty() and all(q.empty() for q in self._shards):
+                    return
 
     def _shard_for(self, event: DomainEvent, call: Call | None) -> asyncio.Queue:
         key = call.linkedid if call is not None else getattr(event, "linkedid", "")

@@ -3,11 +3,13 @@ make the pre-filled draft work order and push it to that agent's page.
 Also records every call in the ``calls`` table."""
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 import uuid
 from collections import OrderedDict
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import asyncpg
 
@@ -49,9 +51,7 @@ async def upsert_call(conn: asyncpg.Connection, call: Call, customer_id: int | N
     await upsert_call_row(conn, call_row(call, customer_id))
 
 
-async def upsert_call_row(conn: asyncpg.Connection, r: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO calls (linkedid, caller_num, caller_num_norm, caller_name, customer_id, ivr_choice,
+_UPSERT_CALL = """INSERT INTO calls (linkedid, caller_num, caller_num_norm, caller_name, customer_id, ivr_choice,
                               outage_id, queue, agent, state, outcome, hangup_cause, started_at, queued_at,
                               answered_at, ended_at, hold_time_s, talk_time_s, close_reason)
            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,coalesce($13, now()),$14,$15,$16,$17,$18,$19)
@@ -65,11 +65,47 @@ async def upsert_call_row(conn: asyncpg.Connection, r: dict[str, Any]) -> None:
                queued_at = EXCLUDED.queued_at, answered_at = EXCLUDED.answered_at,
                ended_at = EXCLUDED.ended_at, hold_time_s = EXCLUDED.hold_time_s,
                talk_time_s = EXCLUDED.talk_time_s, close_reason = EXCLUDED.close_reason,
-               updated_at = now()""",
-        r["linkedid"], r["caller_num"], r["caller_num_norm"], r["caller_name"], r["customer_id"],
-        r["ivr_choice"], r["outage_id"], r["queue"], r["agent"], r["state"], r["outcome"], r["hangup_cause"],
-        _ts(r["started_at"]), _ts(r["queued_at"]), _ts(r["answered_at"]), _ts(r["ended_at"]),
-        r["hold_time_s"], r["talk_time_s"], r["close_reason"])
+               updated_at = now()"""
+
+
+def upsert_call_sql(first_param: int = 1) -> str:
+    """The call-row upsert with its 19 parameters numbered from ``first_param``."""
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + first_param - 1}", _UPSERT_CALL)
+
+
+def upsert_call_args(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["linkedid"], r["caller_num"], r["caller_num_norm"], r["caller_name"], r["customer_id"],
+            r["ivr_choice"], r["outage_id"], r["queue"], r["agent"], r["state"], r["outcome"], r["hangup_cause"],
+            _ts(r["started_at"]), _ts(r["queued_at"]), _ts(r["answered_at"]), _ts(r["ended_at"]),
+            r["hold_time_s"], r["talk_time_s"], r["close_reason"])
+
+
+# the draft insert takes $1..$16; the call row follows it in the same statement
+_CALL_BEFORE_DRAFT = upsert_call_sql(17)
+
+
+async def upsert_call_row(conn: asyncpg.Connection, r: dict[str, Any]) -> None:
+    await conn.execute(_UPSERT_CALL, *upsert_call_args(r))
+
+
+_CALL_TYPES = ("text", "text", "text", "text", "bigint", "text", "text", "text", "text", "text", "text", "integer",
+               "timestamptz", "timestamptz", "timestamptz", "timestamptz", "integer", "integer", "text")
+# Many calls in one statement: the same upsert over unnest() of column arrays.
+_UPSERT_CALLS = _UPSERT_CALL.replace(
+    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,coalesce($13, now()),$14,$15,$16,$17,$18,$19)",
+    "SELECT r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, coalesce(r13, now()), r14, r15, r16, r17, r18, "
+    "r19 FROM unnest(" + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_CALL_TYPES)) + ") AS u("
+    + ", ".join(f"r{i + 1}" for i in range(19)) + ")")
+
+
+async def upsert_call_rows(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> None:
+    """Upsert many call rows in one statement (one row per linkedid: the
+    latest wins, as a batch never holds two rows of one call)."""
+    if len(rows) == 1:
+        await upsert_call_row(conn, rows[0])
+        return
+    cols = list(zip(*(upsert_call_args(r) for r in rows)))
+    await conn.execute(_UPSERT_CALLS, *[list(c) for c in cols])
 
 
 async def create_draft_record(conn: asyncpg.Connection, data: dict[str, Any]) -> dict[str, Any]:
@@ -135,14 +171,31 @@ class LookupCache:
 
 class CallRecorder:
     """Writes the call row when the call reaches a milestone (queued,
-    answered, ended), not on every event."""
+    answered, ended), not on every event -- and not one statement per
+    milestone either: rows wait in a small write-behind buffer (the latest
+    row of each call) that one task writes as a single multi-row upsert per
+    batch.  A storm of 200 calls/s makes a few statements a second instead of
+    hundreds.  While PostgreSQL is unreachable the rows go to the spool, in
+    order, behind anything spooled before.  ``flush()`` waits until every
+    row handed in so far is written (or spooled)."""
 
     MILESTONES = ("queued", "connected", "ended")
 
-    def __init__(self, pool: asyncpg.Pool, spool: Spool | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, spool: Spool | None = None, *, max_batch: int = 500,
+                 on_written: list[Callable[[], None]] | None = None) -> None:
         self.pool = pool
         self.spool = spool
+        self.max_batch = max_batch
+        self.on_written: list[Callable[[], None]] = list(on_written or [])
         self._last: dict[str, tuple] = {}
+        self._rows: dict[str, dict[str, Any]] = {}  # linkedid -> latest row, in first-change order
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task | None = None
+        self.batches = 0
+        self.rows_written = 0
+        self.rejected = 0  # rows PostgreSQL refused (a bug, logged with the row); never silently
 
     async def __call__(self, event: DomainEvent, call: Call | None) -> None:
         if call is None:
@@ -156,21 +209,93 @@ class CallRecorder:
         self._last[call.linkedid] = key
         if call.state.value == "ended":
             self._last.pop(call.linkedid, None)
+        row = call_row(call)
+        if self._task is None:  # not started (unit use): write now
+            await self._write([row])
+            return
+        self._rows.pop(call.linkedid, None)
+        self._rows[call.linkedid] = row
+        self._idle.clear()
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._writer(), name="call-recorder")
+
+    async def stop(self) -> None:
+        """Write what is buffered, then stop."""
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self.flush(), 10)
+        except asyncio.TimeoutError:
+            log.warning("call_rows_left_unwritten", rows=len(self._rows))
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+        if self._rows:  # the database never came back: keep them on disk
+            rows, self._rows = list(self._rows.values()), {}
+            if self.spool is not None:
+                for row in rows:
+                    await self.spool.append("call", row)
+
+    async def flush(self) -> None:
+        if self._task is None:
+            return
+        await self._idle.wait()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._rows:
+                batch: list[dict[str, Any]] = []
+                for linkedid in list(self._rows)[: self.max_batch]:
+                    batch.append(self._rows.pop(linkedid))
+                try:
+                    await self._write(batch)
+                except Exception:  # not a connection error: find the row at fault, write the others
+                    log.exception("call_rows_write_failed", rows=len(batch))
+                    for row in batch:
+                        try:
+                            await self._write([row])
+                        except Exception as exc:
+                            self.rejected += 1
+                            log.error("call_row_rejected", linkedid=row["linkedid"],
+                                      error=f"{type(exc).__name__}: {exc}", row=repr(row)[:2000])
+            if not self._rows:
+                self._idle.set()
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
         if self.spool is None:
             async with self.pool.acquire() as conn:
-                await upsert_call(conn, call)
+                await upsert_call_rows(conn, rows)
+            self._written(len(rows))
             return
-        row = call_row(call)
         if not self.spool.pending:  # nothing older waiting: straight to PostgreSQL
             try:
                 async with self.pool.acquire(timeout=5) as conn:
-                    await upsert_call_row(conn, row)
+                    await upsert_call_rows(conn, rows)
+                self._written(len(rows))
                 return
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
-                log.warning("call_spooled", linkedid=call.linkedid, error=f"{type(exc).__name__}: {exc}")
-        await self.spool.append("call", row)  # in order after anything spooled before
+                log.warning("call_rows_spooled", rows=len(rows), error=f"{type(exc).__name__}: {exc}")
+        for row in rows:  # in order after anything spooled before
+            await self.spool.append("call", row)
+
+    def _written(self, n: int) -> None:
+        self.batches += 1
+        self.rows_written += n
+        for cb in self.on_written:
+            try:
+                cb()
+            except Exception:
+                log.exception("call_rows_listener_failed")
 
 
 class ScreenPopService:
@@ -183,6 +308,7 @@ class ScreenPopService:
         self.recent_limit = recent_limit
         self.spool = spool
         self.cache = cache if cache is not None else LookupCache()
+        self.numbers = orders.OrderNumbers()
         self.pops = 0
         self.failures = 0
         self.spooled_drafts = 0
@@ -288,10 +414,12 @@ class ScreenPopService:
                     linkedid=event.linkedid, agent=agent, queue=event.queue, caller_num=caller_num,
                     caller_num_norm=norm.national if norm else "", caller_name=caller_name,
                     ivr_choice=ivr_choice, outage_id=outage_id, customer=cust, recent_orders=tuple(recent)))
-                async with conn.transaction():
-                    if call is not None:
-                        await upsert_call(conn, call, cust["id"] if cust else None)
-                    order, created = await orders.create_draft(conn, fields)
+                if call is not None:  # the call row and the draft in one statement
+                    order, created = await orders.create_draft(
+                        conn, fields, numbers=self.numbers, before_sql=_CALL_BEFORE_DRAFT,
+                        before_args=upsert_call_args(call_row(call, cust["id"] if cust else None)))
+                else:
+                    order, created = await orders.create_draft(conn, fields, numbers=self.numbers)
             message.update(customer=cust, recent_orders=[r.to_dict() for r in recent], order=order)
         except Exception as exc:  # database trouble must not cost the agent the caller's number
             if self.spool is not None and (isinstance(exc, _SpoolFirst) or is_connection_error(exc)):

@@ -63,6 +63,9 @@ class Lifetime:
         d[queue] = d.get(queue, 0) + 1
 
 
+CALLERS_SHOWN = 50  # callers listed per queue on the wallboard (all are counted)
+
+
 class QueueBoard:
     """Today's tallies, member activity, and the view of the live model."""
 
@@ -80,6 +83,7 @@ class QueueBoard:
         self.lifetime = Lifetime()
         self.activity: dict[str, Activity] = {}  # interface -> last Agent* activity
         self.pending: dict[tuple[str, str], _Pending] = {}  # (queue, caller uniqueid)
+        self._pending_queues: set[str] = set()  # every queue of a pending key
         self.known: dict[str, str] = {}  # interface -> member name, ever seen
         self.ever: set[tuple[str, str]] = set()  # (queue, interface) ever a member
         self.frames = 0
@@ -131,7 +135,7 @@ class QueueBoard:
             self._agent_event(ev, f, ts)
         elif ev == "Hangup":
             uid = f.get("Uniqueid") or ""
-            for key in [k for k in self.pending if k[1] == uid]:
+            for key in [(q, uid) for q in self._pending_queues if (q, uid) in self.pending]:  # O(queues)
                 p = self.pending.pop(key)
                 if p.left:  # left the queue with no agent and no abandon
                     self._roll(ts)
@@ -147,6 +151,7 @@ class QueueBoard:
         if ev == "QueueCallerJoin":
             self._roll(ts)
             self.pending[(q, f.get("Uniqueid") or "")] = _Pending(ts)
+            self._pending_queues.add(q)
             self._tally(q, add_offered)
             self.lifetime.bump("offered", q)
         elif ev == "QueueCallerAbandon":
@@ -233,10 +238,13 @@ class QueueBoard:
         queue_rows = []
         all_waits: list[float] = []
         for q in queues:
-            callers = [{"position": e.position, "caller_num": e.caller_num, "caller_name": e.caller_name,
-                        "wait_s": e.wait_s(now), "uniqueid": e.uniqueid} for e in st.waiting(q)]
-            waits = [c["wait_s"] for c in callers]
+            waiting = st.waiting(q)
+            waits = [e.wait_s(now) for e in waiting]
             all_waits += waits
+            # a storm can put thousands in a queue: the page lists the first
+            # CALLERS_SHOWN, the counts and waits cover them all
+            callers = [{"position": e.position, "caller_num": e.caller_num, "caller_name": e.caller_name,
+                        "wait_s": e.wait_s(now), "uniqueid": e.uniqueid} for e in waiting[:CALLERS_SHOWN]]
             states = []
             for (mq, iface) in sorted(self.ever):
                 if mq != q:
@@ -253,7 +261,8 @@ class QueueBoard:
                                       "membership": mem.membership if mem else "",
                                       "calls_taken": mem.calls_taken if mem else 0})
             t = self.tallies.get(q, Tally()) + self.remote.get(q, Tally())
-            queue_rows.append({"name": q, "label": QUEUE_LABELS.get(q, q), "waiting": len(callers),
+            queue_rows.append({"name": q, "label": QUEUE_LABELS.get(q, q), "waiting": len(waiting),
+                               "callers_not_listed": max(0, len(waiting) - CALLERS_SHOWN),
                                "longest_wait_s": m.longest_wait(waits), "callers": callers,
                                "agents": count_states(states),
                                "figures": t.figures(wrapup_s=self.wrapup_s.get(q, 0.0))})

@@ -29,7 +29,7 @@ _COLUMNS = """id, order_no, status, order_type, ivr_choice, linkedid, agent, que
     version, created_at, updated_at, saved_at"""
 
 
-def _row(r: asyncpg.Record) -> dict[str, Any]:
+def _row(r: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     d = dict(r)
     snap = d.get("customer_snapshot")
     if isinstance(snap, str):
@@ -45,34 +45,77 @@ async def next_order_no(conn: asyncpg.Connection, now: datetime | None = None) -
     return format_order_no(now or datetime.now(timezone.utc), seq)
 
 
-async def create_draft(conn: asyncpg.Connection, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Insert the screen-pop draft; idempotent per (linkedid, agent) so that a
-    replayed AgentCalled never makes a second order.  Returns (order, created)."""
-    if fields.get("linkedid"):
-        existing = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM work_orders WHERE linkedid = $1 AND agent = $2",
-            fields["linkedid"], fields["agent"])
-        if existing is not None:
-            return _row(existing), False
-    order_no = await next_order_no(conn)
-    row = await conn.fetchrow(
-        f"""INSERT INTO work_orders (order_no, status, order_type, ivr_choice, linkedid, agent, queue,
+class OrderNumbers:
+    """Work-order sequence numbers taken from PostgreSQL a block at a time
+    (one round trip per ``block`` screen-pops instead of one per pop).
+    Numbers stay unique across nodes; like any sequence they may have gaps
+    (a restart drops the rest of a block)."""
+
+    def __init__(self, block: int = 64) -> None:
+        self.block = block
+        self._free: list[int] = []
+
+    async def next(self, conn: asyncpg.Connection, now: datetime | None = None) -> str:
+        if not self._free:
+            rows = await conn.fetch("SELECT nextval('work_order_seq') AS n FROM generate_series(1, $1)", self.block)
+            self._free = sorted((r["n"] for r in rows), reverse=True)
+        return format_order_no(now or datetime.now(timezone.utc), self._free.pop())
+
+
+_DRAFT_INSERT = f"""INSERT INTO work_orders (order_no, status, order_type, ivr_choice, linkedid, agent, queue,
                 caller_num, caller_num_norm, caller_name, customer_id, customer_snapshot,
                 contact_name, contact_phone, address, transformer_area, outage_id)
             VALUES ($1, 'draft', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16)
             ON CONFLICT (linkedid, agent) WHERE linkedid IS NOT NULL DO NOTHING
-            RETURNING {_COLUMNS}""",
-        order_no, fields["order_type"], fields["ivr_choice"], fields["linkedid"] or None,
-        fields["agent"], fields["queue"], fields["caller_num"], fields["caller_num_norm"],
-        fields["caller_name"], fields["customer_id"], json.dumps(fields["customer_snapshot"], ensure_ascii=False),
-        fields["contact_name"], fields["contact_phone"], fields["address"], fields["transformer_area"],
-        fields["outage_id"])
-    if row is None:  # lost a race with another node: return theirs
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM work_orders WHERE linkedid = $1 AND agent = $2",
-            fields["linkedid"], fields["agent"])
-        return _row(row), False
-    return _row(row), True
+            RETURNING {_COLUMNS}"""
+
+# One statement: a new draft, or the one already made for this (linkedid,
+# agent) -- a replayed AgentCalled never makes a second order.  ``{before}``
+# is an optional data-modifying CTE run in the same statement (the screen-pop
+# writes the call row the draft references; foreign keys are checked at the
+# end of the statement).
+_DRAFT_SQL = """WITH {before} ins AS ({insert})
+SELECT true AS created, ins.* FROM ins
+UNION ALL
+SELECT false, {columns} FROM work_orders
+ WHERE linkedid = $4 AND agent = $5 AND NOT EXISTS (SELECT 1 FROM ins)"""
+
+
+def _draft_args(order_no: str, fields: dict[str, Any]) -> list[Any]:
+    return [order_no, fields["order_type"], fields["ivr_choice"], fields["linkedid"] or None,
+            fields["agent"], fields["queue"], fields["caller_num"], fields["caller_num_norm"],
+            fields["caller_name"], fields["customer_id"], json.dumps(fields["customer_snapshot"], ensure_ascii=False),
+            fields["contact_name"], fields["contact_phone"], fields["address"], fields["transformer_area"],
+            fields["outage_id"]]
+
+
+async def create_draft(conn: asyncpg.Connection, fields: dict[str, Any], *, numbers: OrderNumbers | None = None,
+                       before_sql: str = "", before_args: tuple[Any, ...] = ()) -> tuple[dict[str, Any], bool]:
+    """Insert the screen-pop draft; idempotent per (linkedid, agent) so that a
+    replayed AgentCalled never makes a second order.  Returns (order, created).
+
+    One statement (plus a sequence block now and then with ``numbers``).
+    ``before_sql``: a data-modifying statement whose parameters are ``$17``
+    onwards (``before_args``), run in the same statement ahead of the insert."""
+    order_no = await (numbers.next(conn) if numbers is not None else next_order_no(conn))
+    args = _draft_args(order_no, fields)
+    if not fields.get("linkedid"):  # a draft not tied to a call: no idempotency key
+        if before_sql:
+            raise ValueError("before_sql needs a linkedid")
+        row = await conn.fetchrow(_DRAFT_INSERT, *args)
+        return _row(row), True
+    before = f"before AS ({before_sql})," if before_sql else ""
+    sql = _DRAFT_SQL.format(before=before, insert=_DRAFT_INSERT, columns=_COLUMNS)
+    row = await conn.fetchrow(sql, *args, *before_args)
+    if row is None:  # lost a race with another node's insert, committed after our snapshot: theirs
+        theirs = await conn.fetchrow(f"SELECT {_COLUMNS} FROM work_orders WHERE linkedid = $1 AND agent = $2",
+                                     fields["linkedid"], fields["agent"])
+        if theirs is None:
+            raise RuntimeError("draft neither inserted nor found")
+        return _row(theirs), False
+    d = dict(row)
+    created = d.pop("created")
+    return _row(d), created
 
 
 async def get_order(conn: asyncpg.Connection, order_id: int) -> dict[str, Any]:

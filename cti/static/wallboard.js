@@ -87,6 +87,11 @@
         .forEach((v) => tr.appendChild(el("td", v)));
       rows.push(tr);
     }));
+    s.queues.forEach((q) => {
+      if (!q.callers_not_listed) return;
+      const tr = el("tr"); const td = el("td", `${q.label}:另有 ${q.callers_not_listed} 位排队未列出 / ${q.callers_not_listed} more waiting, not listed`);
+      td.colSpan = 5; tr.appendChild(td); rows.push(tr);
+    });
     if (!rows.length) { const tr = el("tr"); const td = el("td", "无排队来电 Nobody waiting"); td.colSpan = 5; tr.appendChild(td); rows.push(tr); }
     $("callers").tBodies[0].replaceChildren(...rows);
   }

@@ -1,0 +1,182 @@
+"""The fast paths the storm (bench/storm.py) relies on, each held to the rule
+it must keep: batched call rows lose nothing and keep the latest state,
+screen-pop drafts stay one per ring with unique numbers across nodes, the
+live queue model stays exact with thousands waiting, the wallboard lists a
+bounded number of callers but counts them all, pooled connections skip the
+reset round trip unless marked."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from cti.db import create_pool, needs_full_reset
+from cti.frame import Frame
+from cti.live import LiveModel, LiveQueues, apply_frame
+from cti.screenpop import CallRecorder, upsert_call_rows, call_row
+from cti.tracker import Call, CallState
+from queues.live import CALLERS_SHOWN, QueueBoard
+from tickets import repository as orders
+from tickets.model import DraftRequest, build_draft_fields
+
+
+def _call(linkedid: str, state: CallState, **kw) -> Call:
+    return Call(linkedid, caller_num="13800138000", queue="repair", state=state, started_at=time.time(), **kw)
+
+
+class _Ev:  # an event the recorder treats as a milestone by the call's state
+    pass
+
+
+async def test_batched_call_rows_keep_the_latest_state_of_every_call(pool):
+    rec = CallRecorder(pool)
+    rec.start()
+    try:
+        for i in range(300):
+            lid = f"1795400000.{i}"
+            await rec(_Ev(), _call(lid, CallState.QUEUED, queued_at=time.time()))
+            await rec(_Ev(), _call(lid, CallState.CONNECTED, agent="1001", queued_at=time.time(),
+                                   answered_at=time.time(), outcome="answered"))
+            if i % 2 == 0:
+                await rec(_Ev(), _call(lid, CallState.ENDED, agent="1001", outcome="answered",
+                                       ended_at=time.time(), talk_time=42))
+        await rec.flush()
+    finally:
+        await rec.stop()
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT linkedid, state, talk_time_s FROM calls ORDER BY linkedid")
+    assert len(rows) == 300
+    by = {r["linkedid"]: r for r in rows}
+    assert by["1795400000.0"]["state"] == "ended" and by["1795400000.0"]["talk_time_s"] == 42
+    assert by["1795400000.1"]["state"] == "connected"
+    assert sum(1 for r in rows if r["state"] == "ended") == 150
+    assert rec.rows_written >= 300 and rec.batches < 300  # rows went out in batches, not one by one
+
+
+async def test_call_rows_wait_in_the_buffer_while_the_database_refuses_then_go_in(pool):
+    """A batch that fails for a reason other than a lost connection is split:
+    every good row is written, the bad one is logged and counted, never
+    silently dropped."""
+    rec = CallRecorder(pool)
+    rec.start()
+    try:
+        await rec(_Ev(), _call("1795400001.1", CallState.QUEUED))
+        bad = _call("1795400001.2", CallState.QUEUED, hold_time=2**40)  # out of range for integer
+        await rec(_Ev(), bad)
+        await rec(_Ev(), _call("1795400001.3", CallState.QUEUED))
+        await rec.flush()
+    finally:
+        await rec.stop()
+    async with pool.acquire() as conn:
+        got = {r["linkedid"] for r in await conn.fetch("SELECT linkedid FROM calls")}
+    assert got == {"1795400001.1", "1795400001.3"}
+    assert rec.rejected == 1
+
+
+async def test_many_call_rows_upsert_in_one_statement_like_one_by_one(pool):
+    calls = [_call(f"1795400002.{i}", CallState.ENDED, outcome="abandoned", hold_time=i + 1, ended_at=time.time())
+             for i in range(5)]
+    async with pool.acquire() as conn:
+        await upsert_call_rows(conn, [call_row(c) for c in calls])
+        await upsert_call_rows(conn, [call_row(c) for c in calls])  # again: an update, not a second row
+        rows = await conn.fetch("SELECT linkedid, hold_time_s, outcome FROM calls ORDER BY hold_time_s")
+    assert [(r["hold_time_s"], r["outcome"]) for r in rows] == [(i + 1, "abandoned") for i in range(5)]
+
+
+async def test_a_replayed_ring_never_makes_a_second_draft_and_numbers_are_unique_across_nodes(pool):
+    node_a, node_b = orders.OrderNumbers(block=3), orders.OrderNumbers(block=3)
+    made = []
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO calls (linkedid, state) VALUES ('1795400003.0', 'ringing')")
+        for i in range(8):
+            fields = build_draft_fields(DraftRequest(
+                linkedid="1795400003.0", agent=str(1001 + i), queue="repair", caller_num="13800138000",
+                caller_num_norm="13800138000", caller_name="", ivr_choice="repair", outage_id="", customer=None,
+                recent_orders=()))
+            order, created = await orders.create_draft(conn, fields, numbers=node_a if i % 2 else node_b)
+            again, created_again = await orders.create_draft(conn, fields, numbers=node_a)
+            assert created and not created_again and again["id"] == order["id"]
+            made.append(order["order_no"])
+        n = await conn.fetchval("SELECT count(*) FROM work_orders WHERE linkedid = '1795400003.0'")
+    assert n == 8
+    assert len(set(made)) == 8
+
+
+async def test_concurrent_rings_for_one_agent_make_one_draft(pool):
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO calls (linkedid, state) VALUES ('1795400004.0', 'ringing')")
+    fields = build_draft_fields(DraftRequest(
+        linkedid="1795400004.0", agent="1001", queue="repair", caller_num="13800138000",
+        caller_num_norm="13800138000", caller_name="", ivr_choice="repair", outage_id="", customer=None,
+        recent_orders=()))
+
+    async def one():
+        async with pool.acquire() as conn:
+            return await orders.create_draft(conn, fields, numbers=orders.OrderNumbers())
+
+    results = await asyncio.gather(*(one() for _ in range(4)))
+    assert sum(1 for _, created in results if created) == 1
+    assert len({o["id"] for o, _ in results}) == 1
+
+
+def _join(q: str, uid: str, pos: int) -> Frame:
+    return Frame((("Event", "QueueCallerJoin"), ("Queue", q), ("Uniqueid", uid), ("Channel", f"Local/{uid}"),
+                  ("Position", str(pos)), ("CallerIDNum", "13800138000"), ("CallerIDName", "")))
+
+
+def _leave(q: str, uid: str) -> Frame:
+    return Frame((("Event", "QueueCallerLeave"), ("Queue", q), ("Uniqueid", uid)))
+
+
+def test_positions_close_up_when_a_caller_leaves_even_with_thousands_waiting():
+    live = LiveModel()
+    n = 5000
+    for i in range(n):
+        live.on_frame(_join("repair", f"u{i}", i + 1), 1000.0 + i)
+    live.on_frame(_join("enquiry", "e0", 1), 1000.0)
+    for i in range(0, n, 2):  # every other caller leaves
+        live.on_frame(_leave("repair", f"u{i}"), 9000.0)
+    waiting = live.state.waiting("repair")
+    assert [e.uniqueid for e in waiting[:3]] == ["u1", "u3", "u5"]
+    assert [e.position for e in waiting] == list(range(1, n // 2 + 1))
+    assert [e.position for e in live.state.waiting("enquiry")] == [1]
+    assert live.waiting_count() == n // 2 + 1
+
+
+def test_the_pure_rule_and_the_live_model_agree():
+    frames = [_join("repair", "a", 1), _join("repair", "b", 2), _join("repair", "c", 3), _leave("repair", "a"),
+              _join("repair", "d", 1)]  # Asterisk puts a priority caller first
+    st = LiveQueues()
+    live = LiveModel()
+    for f in frames:
+        st = apply_frame(st, f, 5.0)
+        live.on_frame(f, 5.0)
+    assert [(e.uniqueid, e.position) for e in st.waiting("repair")] == [("d", 1), ("b", 2), ("c", 3)]
+    assert [(e.uniqueid, e.position) for e in live.state.waiting("repair")] == [("d", 1), ("b", 2), ("c", 3)]
+
+
+def test_wallboard_lists_the_first_callers_and_counts_all_of_them():
+    live = LiveModel()
+    for i in range(CALLERS_SHOWN + 30):
+        live.on_frame(_join("repair", f"u{i}", i + 1), 100.0 + i)
+    board = QueueBoard(live, clock=lambda: 1000.0)
+    view = board.view(1000.0)
+    repair = next(q for q in view["queues"] if q["name"] == "repair")
+    assert repair["waiting"] == CALLERS_SHOWN + 30
+    assert len(repair["callers"]) == CALLERS_SHOWN and repair["callers_not_listed"] == 30
+    assert repair["longest_wait_s"] == 900  # the longest wait counts every caller, listed or not
+
+
+async def test_pooled_connections_keep_no_session_state_when_marked(db_url):
+    pool = await create_pool(db_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("SET application_name = 'dirty'")
+            await conn.execute("SELECT pg_advisory_lock(4242)")
+            needs_full_reset(conn)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") != "dirty"
+            assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                       "AND pid = pg_backend_pid()") == 0
+    finally:
+        await pool.close()
+
