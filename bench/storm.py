@@ -85,6 +85,25 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def postgres_cpu_s() -> float:
+    """CPU seconds of every postgres process on this machine so far (ended
+    backends are lost, so read it often enough -- the pool keeps its own)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1: stat.rindex(")")]
+        if comm.startswith("postgres"):
+            fields = stat[stat.rindex(")") + 2:].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -109,16 +128,8 @@ def write_customers_csv(path: Path, n: int) -> None:
 
 
 # =========================================================== load generator
-async def loadgen(cfg: dict) -> None:
-    """Child process: simulated Asterisk + agent websocket clients + traffic.
-    Talks to the parent by JSON lines on stdin/stdout."""
-    import logging
-
-    import aiohttp
-
-    from cti.simulator import CallSpec, PbxSimulator
-
-    logging.disable(logging.WARNING)
+async def _pipes():
+    """JSON lines with the parent: (say, hear)."""
     out = sys.stdout
 
     def say(**msg) -> None:
@@ -135,6 +146,18 @@ async def loadgen(cfg: dict) -> None:
             raise SystemExit("parent went away")
         return json.loads(line)
 
+    return say, hear
+
+
+async def loadgen(cfg: dict) -> None:
+    """Child process: simulated Asterisk + traffic.  Talks to the parent by
+    JSON lines on stdin/stdout."""
+    import logging
+
+    from cti.simulator import CallSpec, PbxSimulator
+
+    logging.disable(logging.WARNING)
+    say, hear = await _pipes()
     agents = agent_ids(cfg["agents"])
     # the live-calls mode parks callers in a queue no agent serves
     queues_of = {a: list(QUEUES) for a in agents}
@@ -158,37 +181,7 @@ async def loadgen(cfg: dict) -> None:
     sim.on_write = on_write
     port = await sim.start()
     say(port=port)
-    go = await hear()
-    base = go["base"]
 
-    received: dict[tuple[str, str], list[float]] = defaultdict(list)
-    in_service: list[float] = []  # the pop's own elapsed_ms (lookup + draft in the service)
-    sessions: list[aiohttp.ClientSession] = []
-    sockets = []
-    for agent in agents:
-        http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # a cookie for 127.0.0.1
-        sessions.append(http)
-        user = f"agent{agent}"
-        async with http.post(base + "/api/login", json={"username": user, "password": go["passwords"][agent]}) as r:
-            body = await r.json()
-            assert r.status == 200, body
-        http.headers["X-CSRF-Token"] = body["csrf_token"]
-        sockets.append(await http.ws_connect(f"{base}/ws/agent/{agent}", max_msg_size=0))
-
-    async def reader(ws) -> None:
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                break
-            t = time.perf_counter()
-            if '"screen_pop"' not in msg.data[:40]:
-                continue
-            data = json.loads(msg.data)
-            if data.get("type") == "screen_pop":
-                received[(data["linkedid"], data["agent"])].append(t)
-                in_service.append(data.get("elapsed_ms") or 0.0)
-
-    readers = [asyncio.create_task(reader(ws)) for ws in sockets]
-    say(ready=True)
     await hear()  # start
 
     rng = random.Random(cfg["seed"])
@@ -272,6 +265,53 @@ async def loadgen(cfg: dict) -> None:
     await asyncio.gather(*parked)  # the parked callers give up (QueueCallerAbandon, hangup)
     say(traffic_done=True, sent_s=sent_s, n_calls=n_calls, no_agent=no_agent, peak_live=peak_live)
     await hear()  # the parent has drained its pipeline
+    await sim.stop()
+    say(results=results, failures=failures, written=[[k[0], k[1], v] for k, v in written.items()],
+        sim_rss_mb=peak_rss_mb(), sim_cpu_s=cpu_s())
+
+
+async def clients(cfg: dict) -> None:
+    """Child process: one websocket client per agent, logged in as that
+    agent; stamps each screen_pop's arrival.  Kept apart from the simulator
+    so that a busy simulator does not delay the stamps."""
+    import logging
+
+    import aiohttp
+
+    logging.disable(logging.WARNING)
+    say, hear = await _pipes()
+    go = await hear()
+    base = go["base"]
+    agents = agent_ids(cfg["agents"])
+    received: dict[tuple[str, str], list[float]] = defaultdict(list)
+    in_service: list[float] = []  # the pop's own elapsed_ms (lookup + draft in the service)
+    sessions: list[aiohttp.ClientSession] = []
+    sockets = []
+    for agent in agents:
+        http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # a cookie for 127.0.0.1
+        sessions.append(http)
+        user = f"agent{agent}"
+        async with http.post(base + "/api/login", json={"username": user, "password": go["passwords"][agent]}) as r:
+            body = await r.json()
+            assert r.status == 200, body
+        http.headers["X-CSRF-Token"] = body["csrf_token"]
+        sockets.append(await http.ws_connect(f"{base}/ws/agent/{agent}", max_msg_size=0))
+
+    async def reader(ws) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            t = time.perf_counter()
+            if '"screen_pop"' not in msg.data[:40]:
+                continue
+            data = json.loads(msg.data)
+            if data.get("type") == "screen_pop":
+                received[(data["linkedid"], data["agent"])].append(t)
+                in_service.append(data.get("elapsed_ms") or 0.0)
+
+    readers = [asyncio.create_task(reader(ws)) for ws in sockets]
+    say(ready=True)
+    await hear()  # finish
     await asyncio.sleep(1.0)  # last frames in flight
     for ws in sockets:
         await ws.close()
@@ -279,11 +319,8 @@ async def loadgen(cfg: dict) -> None:
         t.cancel()
     for s in sessions:
         await s.close()
-    await sim.stop()
-    say(results=results, failures=failures,
-        written=[[k[0], k[1], v] for k, v in written.items()],
-        received=[[k[0], k[1], v] for k, v in received.items()],
-        rss_mb=peak_rss_mb(), in_service=in_service)
+    say(received=[[k[0], k[1], v] for k, v in received.items()], in_service=in_service,
+        clients_rss_mb=peak_rss_mb(), clients_cpu_s=cpu_s())
 
 
 # ================================================================= service
@@ -308,6 +345,11 @@ async def run(args) -> int:
         pgdir = tempfile.mkdtemp(prefix="hotline-storm-pg-")
         embedded = pgserver.get_server(pgdir, cleanup_mode="delete")
         db_url = embedded.get_uri()
+    if args.async_commit:  # experiment: is the commit's WAL flush what the pops wait for?
+        c = await asyncpg.connect(db_url)
+        await c.execute("ALTER SYSTEM SET synchronous_commit = off")
+        await c.execute("SELECT pg_reload_conf()")
+        await c.close()
 
     lg_cfg = {"agents": args.agents, "speed": args.speed, "seed": args.seed, "rate": args.rate,
               "seconds": args.seconds, "area_share": args.area_share, "abandon": args.abandon,
@@ -315,19 +357,24 @@ async def run(args) -> int:
               "live_calls": args.live_calls, "park_rate": args.park_rate}
     state = tempfile.mkdtemp(prefix="hotline-storm-")
     lg_cfg["recordings_dir"] = str(Path(state) / "recordings")
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).resolve()), "--loadgen", json.dumps(lg_cfg),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 28)
+    async def spawn(role: str):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(Path(__file__).resolve()), role, json.dumps(lg_cfg),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, limit=1 << 28)
 
-    async def hear() -> dict:
-        line = await child.stdout.readline()
-        if not line:
-            raise SystemExit(f"load generator exited ({await child.wait()})")
-        return json.loads(line)
+        async def hear() -> dict:
+            line = await proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"{role} exited ({await proc.wait()})")
+            return json.loads(line)
 
-    def tell(**msg) -> None:
-        child.stdin.write((json.dumps(msg) + "\n").encode())
+        def tell(**msg) -> None:
+            proc.stdin.write((json.dumps(msg) + "\n").encode())
 
+        return proc, hear, tell
+
+    child, hear, tell = await spawn("--loadgen")
+    clients_proc, c_hear, c_tell = await spawn("--clients")
     port = (await hear())["port"]
     from dataclasses import replace
 
@@ -362,8 +409,8 @@ async def run(args) -> int:
         passwords[agent] = f"pw-{user}-storm-0123456789"
         await store.create_user(user, passwords[agent], Role.AGENT, agent_id=agent, display_name=user,
                                 replace=True)
-    tell(base=base, passwords=passwords)
-    await hear()  # clients connected
+    c_tell(base=base, passwords=passwords)
+    await c_hear()  # clients connected
     print(f"storm: {args.rate:g} calls/s for {args.seconds:g} s, {args.agents} agents, speed {args.speed:g}, "
           f"area share {args.area_share:.0%}, abandon {args.abandon:.0%}, live calls {args.live_calls}, "
           f"db={'embedded' if embedded else 'DATABASE_URL'}; service and load generator in separate processes",
@@ -379,7 +426,45 @@ async def run(args) -> int:
     orders0 = await conn.fetchval("SELECT count(*) FROM work_orders")
     events0, t0 = pipeline.stats.events, time.perf_counter()
     cpu0 = cpu_s()
+    pg0 = postgres_cpu_s()
     tell(start=True)
+
+    samples: list[tuple[float, int, int, float]] = []
+    lag = [0.0]
+
+    async def lag_probe() -> None:  # how late the loop runs a 5 ms timer: the longest stretch without a yield
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lag[0] = max(lag[0], time.perf_counter() - t - 0.005)
+
+    probing = asyncio.create_task(lag_probe())
+    slow: list[str] = []
+    if args.debug_loop:  # which callbacks hold the loop (asyncio debug mode; slows everything a little)
+        import logging as _logging
+
+        class _Slow(_logging.Handler):
+            def emit(self, record):
+                slow.append(record.getMessage())
+
+        _logging.disable(_logging.NOTSET)
+        alog = _logging.getLogger("asyncio")
+        alog.addHandler(_Slow())
+        alog.propagate = False
+        loop = asyncio.get_running_loop()
+        loop.slow_callback_duration = 0.02
+        loop.set_debug(True)
+
+    async def sampler() -> None:  # where a backlog builds: the ordered worker or the per-call shards
+        last = cpu_s()
+        while True:
+            await asyncio.sleep(1.0)
+            now = cpu_s()
+            samples.append((time.perf_counter() - t0, pipeline._queue.qsize(),
+                            sum(q.qsize() for q in pipeline._shards), now - last, lag[0]))
+            last, lag[0] = now, 0.0
+
+    sampling = asyncio.create_task(sampler())
 
     plateau = None
     msg = await hear()
@@ -397,7 +482,22 @@ async def run(args) -> int:
     await asyncio.sleep(1.0)  # last screen-pops in flight to the clients
     await pipeline.drain()
     elapsed = time.perf_counter() - t0
+    sampling.cancel()
+    probing.cancel()
+    if args.debug_loop:
+        asyncio.get_running_loop().set_debug(False)
+        import collections
+        import re as _re
+
+        kinds = collections.Counter(_re.sub(r"0x[0-9a-f]+|\d+\.\d+ seconds|id=\d+", "", m)[:160] for m in slow)
+        for k, n in kinds.most_common(12):
+            print(f"  slow callback x{n}: {k}")
+    if args.verbose:
+        for t, q0, qs, c, lg in samples:
+            print(f"  t={t:5.1f}s ordered queue {q0:6d}  shard queues {qs:6d}  service CPU {c:.0%}  "
+                  f"loop lag max {lg * 1000:.0f} ms")
     cpu = cpu_s() - cpu0
+    pg_cpu = postgres_cpu_s() - pg0
     events = pipeline.stats.events - events0
     if profiler is not None:
         profiler.disable()
@@ -406,7 +506,10 @@ async def run(args) -> int:
     rss_service = peak_rss_mb()
     tell(finish=True)
     final = await hear()
+    c_tell(finish=True)
+    final.update(await c_hear())
     await child.wait()
+    await clients_proc.wait()
 
     # --- loss checks
     results = final["results"]
@@ -447,10 +550,12 @@ async def run(args) -> int:
     print(f"  of which in the screen-pop handler (lookup + draft): p50 {percentile(ins, 50):.2f}  "
           f"p99 {percentile(ins, 99):.2f}")
     print(f"pipeline events {events} in {elapsed:.1f} s = {events / elapsed:.0f} events/s; service CPU "
-          f"{cpu:.1f} s = {cpu / elapsed:.0%} of one core ({cpu / max(events, 1) * 1e6:.0f} us per event)")
+          f"{cpu:.1f} s = {cpu / elapsed:.0%} of one core ({cpu / max(events, 1) * 1e6:.0f} us per event); PostgreSQL CPU {pg_cpu:.1f} s")
     print(f"work orders {orders} = {orders / elapsed:.1f} orders/s  (screen-pop failures {sp.failures}, "
           f"handler errors {handler_errors})")
-    print(f"peak RSS: service {rss_service:.0f} MB, load generator {final['rss_mb']:.0f} MB")
+    print(f"peak RSS: service {rss_service:.0f} MB, simulator {final['sim_rss_mb']:.0f} MB, clients "
+          f"{final['clients_rss_mb']:.0f} MB; CPU over the whole run: simulator {final['sim_cpu_s']:.1f} s, "
+          f"clients {final['clients_cpu_s']:.1f} s")
     print(f"loss: calls without exactly one record {missing_records} (left open {open_calls}), answered calls "
           f"without exactly one screen-pop {pop_loss}, duplicate pops {extra_pops}")
     if plateau is not None:
@@ -461,8 +566,8 @@ async def run(args) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--loadgen":
-        asyncio.run(loadgen(json.loads(sys.argv[2])))
+    if len(sys.argv) == 3 and sys.argv[1] in ("--loadgen", "--clients"):
+        asyncio.run((loadgen if sys.argv[1] == "--loadgen" else clients)(json.loads(sys.argv[2])))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rate", type=float, default=50.0, help="new calls per second (default 50)")
@@ -480,6 +585,10 @@ def main() -> int:
     ap.add_argument("--pool", type=int, default=20, help="database pool size")
     ap.add_argument("--profile", default="", help="write a cProfile of the service's storm to this file")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--async-commit", action="store_true",
+                    help="experiment: synchronous_commit=off on the server (not how the service runs)")
+    ap.add_argument("--debug-loop", action="store_true", help="list the callbacks that hold the loop > 20 ms")
+    ap.add_argument("--verbose", action="store_true", help="print the pipeline's backlog every second")
     args = ap.parse_args()
     return asyncio.run(run(args))
 

@@ -157,8 +157,15 @@ class HotlineAMIProtocol(AMIProtocol):
     """Splits and decodes whole frames before anything else sees them, and
     correlates our actions by ActionID."""
 
+    # At most this much per socket read: each read is parsed and routed in
+    # one go, so a storm's 256 KiB reads (asyncio's default) would hold the
+    # loop for tens of milliseconds.
+    READ_SIZE = 32 * 1024
+
     def connection_made(self, transport):
         super().connection_made(transport)
+        if hasattr(transport, "max_size"):
+            transport.max_size = self.READ_SIZE
         self.reader: FrameReader | None = None
         self.last_read = time.monotonic()
         self.pending: dict[str, _Pending] = {}

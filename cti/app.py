@@ -163,7 +163,7 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
 
         spool = Spool(Path(cfg.state_dir) / "spool", max_records=getattr(cfg, "spool_max_records", 100_000))
         recorder = CallRecorder(pool, spool=spool)
-        pipeline.add_handler(recorder)
+        pipeline.listeners.append(recorder.observe)  # in event order, no await: rows are written in batches
         pipeline.flushers.append(recorder.flush)  # drain() waits for the buffered call rows too
         app[services_key]["call_recorder"] = recorder
         cache = LookupCache(getattr(cfg, "screenpop_cache_size", 20_000))

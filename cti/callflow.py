@@ -263,7 +263,7 @@ class CallFlow:
     ``max_records``.
     """
 
-    def __init__(self, max_channels: int = 50_000, max_records: int = 10_000) -> None:
+    def __init__(self, max_channels: int = 50_000, max_records: int = 50_000) -> None:
         self.max_channels = max_channels
         self.max_records = max_records
         self._chans: OrderedDict[str, _Chan] = OrderedDict()
@@ -531,16 +531,24 @@ class CallFlow:
             rec = _Rec(c.uid, self._party(c), at, originated)
             self._recs[c.uid] = rec
             if len(self._recs) > self.max_records:
-                for uid, r in list(self._recs.items()):
-                    if r.reason:
-                        del self._recs[uid]
-                        break
-                else:
-                    self._recs.popitem(last=False)
+                self._evict_records()
         elif originated:
             rec.originated = True
         self._touched = rec
         return rec
+
+    def _evict_records(self) -> None:
+        """Over ``max_records``: drop the oldest finished records, a tenth of
+        the capacity at once (one scan per many new calls, not one per call:
+        with thousands of calls live, a scan per call was quadratic); only if
+        that is not enough, the oldest records at all."""
+        target = self.max_records - max(1, self.max_records // 10)
+        excess = len(self._recs) - target
+        finished = [uid for uid, r in self._recs.items() if r.reason][:excess]
+        for uid in finished:
+            del self._recs[uid]
+        while len(self._recs) > self.max_records:
+            self._recs.popitem(last=False)
 
     def _live_rec(self, c: _Chan) -> _Rec | None:
         rec = self._recs.get(c.uid)

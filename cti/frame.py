@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024
 
 _FRAME_END = re.compile(rb"\n\r?\n")
+_LOWER: dict[str, str] = {}  # header name -> lower case (header names repeat endlessly)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,30 +37,34 @@ class Frame:
     encoding: str = "utf-8"
     bad_lines: int = 0
     body: str = ""  # the text after the headers of a ``Response: Follows``
-    # first value by exact spelling and by lower-cased name, built at the
-    # first get() (a frame is read by several consumers; each used to scan)
-    _index: tuple[dict[str, str], dict[str, str]] | None = field(default=None, init=False, repr=False,
-                                                                   compare=False, hash=False)
+    # first value by exact spelling (built at the first get(); a frame is read
+    # by several consumers) and, only when a name is missed, by lower case
+    _index: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False, hash=False)
+    _lower: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """First value of ``key`` (case-insensitive, as Asterisk is inconsistent;
         a header spelt exactly as asked wins over an earlier one in another case)."""
         index = self._index
         if index is None:
-            exact: dict[str, str] = {}
-            lower: dict[str, str] = {}
-            for k, v in self.headers:
-                if k not in exact:
-                    exact[k] = v
-                    lk = k.lower()
-                    if lk not in lower:
-                        lower[lk] = v
-            index = (exact, lower)
+            index = dict(reversed(self.headers))  # reversed: the first occurrence wins
             object.__setattr__(self, "_index", index)
-        v = index[0].get(key)
+        v = index.get(key)
         if v is not None:
             return v
-        return index[1].get(key.lower(), default)
+        lower = self._lower
+        if lower is None:
+            low = _LOWER
+            lower = {}
+            for k, val in reversed(self.headers):
+                lk = low.get(k)
+                if lk is None:
+                    lk = k.lower()
+                    if len(low) < 10_000:  # bounded: hostile frames may invent names
+                        low[k] = lk
+                lower[lk] = val
+            object.__setattr__(self, "_lower", lower)
+        return lower.get(key.lower(), default)
 
     def get_all(self, key: str) -> list[str]:
         lk = key.lower()
@@ -169,6 +174,7 @@ _set_encoding = Frame.encoding.__set__  # type: ignore[attr-defined]
 _set_bad_lines = Frame.bad_lines.__set__  # type: ignore[attr-defined]
 _set_body = Frame.body.__set__  # type: ignore[attr-defined]
 _set_index = Frame._index.__set__  # type: ignore[attr-defined]
+_set_lower = Frame._lower.__set__  # type: ignore[attr-defined]
 
 
 def _utf8_frame(headers: tuple[tuple[str, str], ...]) -> Frame:
@@ -179,6 +185,7 @@ def _utf8_frame(headers: tuple[tuple[str, str], ...]) -> Frame:
     _set_bad_lines(f, 0)
     _set_body(f, "")
     _set_index(f, None)
+    _set_lower(f, None)
     return f
 
 

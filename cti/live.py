@@ -288,7 +288,8 @@ class LiveModel:
             entries = []
             for waiting in self._queues.values():
                 for i, e in enumerate(waiting.values(), 1):
-                    entries.append(e if e.position == i else replace(e, position=i))
+                    entries.append(e if e.position == i else QueueEntry(
+                        e.queue, e.uniqueid, e.channel, i, e.caller_num, e.caller_name, e.joined_at))
             st = self._cache = LiveQueues(tuple(entries), MappingProxyType(dict(self._members)), self._info,
                                           self._synced_at)
         return st
@@ -299,6 +300,11 @@ class LiveModel:
 
     def waiting_count(self) -> int:
         return sum(len(w) for w in self._queues.values())
+
+    def oldest_join(self) -> float | None:
+        """When the longest-waiting caller joined (None: nobody waits); no
+        snapshot is built (the surge check asks several times a second)."""
+        return min((e.joined_at for w in self._queues.values() for e in w.values()), default=None)
 
     def on_frame(self, frame: Frame, ts: float) -> None:
         ev = frame.event

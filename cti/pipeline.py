@@ -41,7 +41,7 @@ class _InOrder:
 
 class CallPipeline:
     def __init__(self, handlers: list[Handler] | None = None, tracker: CallTracker | None = None,
-                 max_queue: int = 100_000, shards: int = 8) -> None:
+                 max_queue: int = 100_000, shards: int = 32) -> None:
         self.normaliser = Normaliser()
         self.tracker = tracker or CallTracker()
         # call-level outcomes (transfers, pickups, who called whom) beside the
@@ -60,6 +60,9 @@ class CallPipeline:
         # worker above.
         self._shards: list[asyncio.Queue] = [asyncio.Queue() for _ in range(max(1, shards))]
         self._shard_tasks: list[asyncio.Task] = []
+        self._wants: dict[type, tuple[Handler, ...]] = {}
+        self._wants_for = -1
+        self.slice_s = 0.002  # the ordered worker yields to the loop at least this often
         # awaited by drain() once the shards are empty (write-behind buffers)
         self.flushers: list[Callable[[], Awaitable[None]]] = []
 
@@ -131,7 +134,15 @@ class CallPipeline:
                 q.task_done()
 
     async def _run(self) -> None:
+        # The worker must not hold the loop: queue.get() on a non-empty queue
+        # does not yield, so a backlog of thousands of frames would starve the
+        # handlers' database replies and the websockets.  Yield every slice.
+        clock = time.perf_counter
+        slice_end = clock() + self.slice_s
         while True:
+            if self._queue.empty() or clock() >= slice_end:
+                await asyncio.sleep(0)
+                slice_end = clock() + self.slice_s
             frame, ts = await self._queue.get()
             try:
                 if frame.__class__ is _InOrder:
@@ -174,15 +185,33 @@ class CallPipeline:
             bind_call(linkedid=call.linkedid, queue=call.queue, agent=call.agent)
         try:
             for listener in self.listeners:
-                listener(event, call)
+                try:
+                    listener(event, call)
+                except Exception:  # one failing listener must not cost the others (or the handlers) the event
+                    self.stats.handler_errors += 1
+                    log.exception("listener_failed", listener=getattr(listener, "__qualname__", repr(listener)),
+                                  ami_event=type(event).__name__)
         finally:
             clear_call()
-        if not self.handlers:
-            return
+        if not self.handlers or not self._handlers_for(event.__class__):
+            return  # no handler wants this kind of event: it does not queue behind those that do
         if self._shard_tasks:
             self._shard_for(event, call).put_nowait((event, call))
         else:  # not started (unit use): handle inline
             await self._handle(event, call)
+
+    def _handlers_for(self, cls: type) -> tuple[Handler, ...]:
+        """The handlers that want events of ``cls``: a handler may declare
+        ``wants`` (a collection of event classes); one without gets all."""
+        if self._wants_for != len(self.handlers):
+            self._wants.clear()
+            self._wants_for = len(self.handlers)
+        hs = self._wants.get(cls)
+        if hs is None:
+            hs = self._wants[cls] = tuple(
+                h for h in self.handlers
+                if getattr(h, "wants", None) is None or any(issubclass(cls, w) for w in h.wants))
+        return hs
 
     async def _handle(self, event: DomainEvent, call: Call | None) -> None:
         if isinstance(event, ChannelEvent):
@@ -192,7 +221,7 @@ class CallPipeline:
         elif call is not None:
             bind_call(linkedid=call.linkedid, queue=call.queue, agent=call.agent)
         try:
-            for handler in self.handlers:
+            for handler in self._handlers_for(event.__class__):
                 try:
                     await handler(event, call)
                 except Exception:

@@ -18,7 +18,7 @@ from tickets.model import DraftRequest, RecentOrder, build_draft_fields
 
 from . import customer_repo
 from .events import (AgentCalled, AgentCompleted, AgentConnected, AgentRingNoAnswer, CallerAbandoned,
-                     ChannelHungUp, DomainEvent)
+                     ChannelCreated, ChannelHungUp, DomainEvent)
 from .hub import Hub
 from .logs import get_logger
 from .phone import normalise_phone
@@ -197,7 +197,9 @@ class CallRecorder:
         self.rows_written = 0
         self.rejected = 0  # rows PostgreSQL refused (a bug, logged with the row); never silently
 
-    async def __call__(self, event: DomainEvent, call: Call | None) -> None:
+    def observe(self, event: DomainEvent, call: Call | None) -> None:
+        """Pipeline listener (synchronous, in event order): buffer the call's
+        row when it reached a milestone."""
         if call is None:
             return
         key = (call.state, call.outcome, call.agent, call.queue)
@@ -209,14 +211,16 @@ class CallRecorder:
         self._last[call.linkedid] = key
         if call.state.value == "ended":
             self._last.pop(call.linkedid, None)
-        row = call_row(call)
-        if self._task is None:  # not started (unit use): write now
-            await self._write([row])
-            return
         self._rows.pop(call.linkedid, None)
-        self._rows[call.linkedid] = row
+        self._rows[call.linkedid] = call_row(call)
         self._idle.clear()
         self._wake.set()
+
+    async def __call__(self, event: DomainEvent, call: Call | None) -> None:
+        """Handler form: buffer, and write at once unless the writer runs."""
+        self.observe(event, call)
+        if self._task is None:
+            await self.flush()
 
     def start(self) -> None:
         if self._task is None:
@@ -243,7 +247,8 @@ class CallRecorder:
                     await self.spool.append("call", row)
 
     async def flush(self) -> None:
-        if self._task is None:
+        if self._task is None:  # no writer task (unit use, or stopped): write here
+            await self._write_buffered()
             return
         await self._idle.wait()
 
@@ -251,23 +256,26 @@ class CallRecorder:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._rows:
-                batch: list[dict[str, Any]] = []
-                for linkedid in list(self._rows)[: self.max_batch]:
-                    batch.append(self._rows.pop(linkedid))
-                try:
-                    await self._write(batch)
-                except Exception:  # not a connection error: find the row at fault, write the others
-                    log.exception("call_rows_write_failed", rows=len(batch))
-                    for row in batch:
-                        try:
-                            await self._write([row])
-                        except Exception as exc:
-                            self.rejected += 1
-                            log.error("call_row_rejected", linkedid=row["linkedid"],
-                                      error=f"{type(exc).__name__}: {exc}", row=repr(row)[:2000])
+            await self._write_buffered()
             if not self._rows:
                 self._idle.set()
+
+    async def _write_buffered(self) -> None:
+        while self._rows:
+            batch: list[dict[str, Any]] = []
+            for linkedid in list(self._rows)[: self.max_batch]:
+                batch.append(self._rows.pop(linkedid))
+            try:
+                await self._write(batch)
+            except Exception:  # not a connection error: find the row at fault, write the others
+                log.exception("call_rows_write_failed", rows=len(batch))
+                for row in batch:
+                    try:
+                        await self._write([row])
+                    except Exception as exc:
+                        self.rejected += 1
+                        log.error("call_row_rejected", linkedid=row["linkedid"],
+                                  error=f"{type(exc).__name__}: {exc}", row=repr(row)[:2000])
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         if self.spool is None:
@@ -309,6 +317,10 @@ class ScreenPopService:
         self.spool = spool
         self.cache = cache if cache is not None else LookupCache()
         self.numbers = orders.OrderNumbers()
+        # withdrawals that cannot find a draft skip the database (_may_have_drafts)
+        self._fresh: set[str] = set()  # linkedids whose first channel was created while we listened
+        self._drafts: dict[str, set[str]] = {}  # linkedid -> agents with a draft from this process
+        self.withdrawals_skipped = 0
         self.pops = 0
         self.failures = 0
         self.spooled_drafts = 0
@@ -327,8 +339,18 @@ class ScreenPopService:
                 self.hub.publish(f"agent:{a}", {"type": "screen_pop_withdrawn", "linkedid": rec.data["linkedid"],
                                                 "reason": rec.data.get("reason", "")})
 
+    # the events this handler acts on (cti.pipeline: others never queue for it)
+    wants = (ChannelCreated, AgentCalled, AgentConnected, AgentRingNoAnswer, ChannelHungUp, CallerAbandoned,
+             CallResynced)
+
     async def __call__(self, event: DomainEvent, call: Call | None) -> None:
-        if isinstance(event, AgentCalled):
+        cls = event.__class__
+        if cls is ChannelCreated and event.uniqueid and event.uniqueid == event.linkedid:
+            if len(self._fresh) >= 200_000:  # calls whose end was never seen: forget (safe: we ask the database)
+                self._fresh.clear()
+                self._drafts.clear()
+            self._fresh.add(event.linkedid)  # the call's first channel: its whole life is ahead of us
+        elif isinstance(event, AgentCalled):
             await self.on_agent_called(event, call)
         elif isinstance(event, AgentConnected):
             await self.on_agent_connected(event)
@@ -336,9 +358,35 @@ class ScreenPopService:
             await self._withdraw(event.linkedid, "no_answer", agent=event.agent)
         elif call is not None and call.ended and isinstance(event, (ChannelHungUp, CallerAbandoned)):
             await self.on_call_ended(call)
-        elif isinstance(event, CallResynced) and call is not None and call.ended:
-            # the call ended while the AMI link was down
-            await self.on_call_ended(call, reason="ended_while_disconnected")
+        elif isinstance(event, CallResynced) and call is not None:
+            if call.outcome == "answered" and call.agent:
+                # answered while the AMI link was down (resync, CDR): the other
+                # members' rings are over, their AgentConnect was never seen
+                await self._withdraw(call.linkedid, "answered_elsewhere", except_agent=call.agent)
+            if call.ended:  # the call ended while the AMI link was down
+                await self.on_call_ended(call, reason="ended_while_disconnected")
+        if call is not None and call.ended and cls is not CallResynced:
+            self._fresh.discard(call.linkedid)
+            self._drafts.pop(call.linkedid, None)
+
+    def _may_have_drafts(self, linkedid: str, agent: str | None, except_agent: str | None) -> bool:
+        """Whether a withdrawal can find anything.  Drafts are made only by
+        screen-pops; for a call whose first channel this process saw created,
+        every draft it has is one this process made (or spooled) and
+        remembers in ``_drafts``.  Any other call (live across a restart,
+        adopted by a resync) is asked of the database."""
+        if linkedid not in self._fresh:
+            return True
+        mine = self._drafts.get(linkedid)
+        if not mine:
+            return False
+        if agent is not None:
+            return agent in mine
+        return bool(mine - {except_agent}) if except_agent is not None else True
+
+    def _made_draft(self, linkedid: str, agent: str) -> None:
+        if linkedid in self._fresh:
+            self._drafts.setdefault(linkedid, set()).add(agent)
 
     async def on_agent_connected(self, event: AgentConnected) -> None:
         self.hub.publish(f"agent:{event.agent}", {"type": "call_state", "linkedid": event.linkedid,
@@ -354,6 +402,19 @@ class ScreenPopService:
 
     async def _withdraw(self, linkedid: str, reason: str, *, agent: str | None = None,
                         except_agent: str | None = None) -> None:
+        if not self._may_have_drafts(linkedid, agent, except_agent):
+            self.withdrawals_skipped += 1
+            return
+        mine = self._drafts.get(linkedid)
+        if mine is not None:  # withdrawn below (or by the spool, later): forget them once it is done
+            gone = {agent} if agent is not None else mine - {except_agent}
+            await self._withdraw_now(linkedid, reason, agent=agent, except_agent=except_agent)
+            mine.difference_update(gone)  # not reached if it raised: a later withdrawal asks again
+            return
+        await self._withdraw_now(linkedid, reason, agent=agent, except_agent=except_agent)
+
+    async def _withdraw_now(self, linkedid: str, reason: str, *, agent: str | None,
+                            except_agent: str | None) -> None:
         if self.spool is not None and self.spool.pending:
             await self.spool.append("cancel", {"linkedid": linkedid, "agent": agent, "except_agent": except_agent,
                                                "reason": reason})
@@ -420,6 +481,7 @@ class ScreenPopService:
                         before_args=upsert_call_args(call_row(call, cust["id"] if cust else None)))
                 else:
                     order, created = await orders.create_draft(conn, fields, numbers=self.numbers)
+                self._made_draft(event.linkedid, agent)
             message.update(customer=cust, recent_orders=[r.to_dict() for r in recent], order=order)
         except Exception as exc:  # database trouble must not cost the agent the caller's number
             if self.spool is not None and (isinstance(exc, _SpoolFirst) or is_connection_error(exc)):
@@ -482,6 +544,7 @@ class ScreenPopService:
         if call is not None:
             await self.spool.append("call", call_row(call, cust["id"] if cust else None))
         pop = {k: v for k, v in message.items() if k not in ("provisional_order", "error", "elapsed_ms")}
+        self._made_draft(event.linkedid, event.agent)
         await self.spool.append("draft", {"linkedid": event.linkedid, "local_id": local_id, "fields": fields,
                                           "pop": pop})
         self.spooled_drafts += 1

@@ -32,6 +32,10 @@ the call to ``enquiry`` with ``__IVR_NOTE=ivr-unavailable``, as the
 dialplan's fallback (asterisk-conf/extensions.conf) does.  Without an AGI
 server the IVR is skipped and the CallSpec's values are used, as before.
 
+Optionally (``cdr_sink``, off by default) every finished call also posts
+the CDR rows Asterisk's cdr_pgsql would write (:class:`CdrPgsqlWriter`
+inserts them into the ``cdr`` table); nothing on AMI changes.
+
 Durations are virtual seconds; ``speed`` compresses them (``speed=100`` runs
 a 5 s talk in 50 ms) while HoldTime/RingTime/TalkTime keep virtual values.
 
@@ -53,7 +57,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from cti.agi_peer import AgiTranscript, AsteriskAgiPeer, agi_environment
 from cti.frame import FrameReader
@@ -335,8 +339,14 @@ class PbxSimulator:
         agi_timeout: float = 10.0,
         ivr_prompt_s: float = 2.0,
         ivr_key_s: float = 1.5,
+        cdr_sink: "CdrSink | None" = None,
     ) -> None:
-        """``agi_host``/``agi_port``: the FastAGI IVR that ``via_ivr`` calls go
+        """``cdr_sink``: where Asterisk's CDR backend would write (off by
+        default): called once per finished call with its CDR rows (see
+        :meth:`_cdr_rows`), in a task of its own, as cdr_pgsql posts records
+        after the hang-up; e.g. :class:`CdrPgsqlWriter`.  The AMI side is the
+        same with or without it.
+        ``agi_host``/``agi_port``: the FastAGI IVR that ``via_ivr`` calls go
         through (``agi://host:port/<agi_route>``); None: no IVR dialogue.
         ``agi_timeout``: real seconds to wait for the next AGI command.
         ``ivr_prompt_s``/``ivr_key_s``: virtual seconds a STREAM FILE plays and
@@ -408,6 +418,12 @@ class PbxSimulator:
         self.originate_response_delay_s = 0.0  # virtual seconds before the Response
         self.originate_ring_s = 2.0
         self.originate_talk_s = 10.0
+        # CDR (cdr_pgsql), off unless a sink is given
+        self.cdr_sink = cdr_sink
+        self.cdr_posted = 0  # calls whose CDR rows were handed to the sink
+        self.cdr_failures = 0
+        self._cdr_tasks: set[asyncio.Task] = set()
+        self._cdr_seq = itertools.count(1)
 
     @property
     def agi_enabled(self) -> bool:
@@ -435,7 +451,7 @@ class PbxSimulator:
         if self._server is not None:
             self._server.close()
         self.drop_connections()
-        await asyncio.gather(*self._handlers, *self._calls, return_exceptions=True)
+        await asyncio.gather(*self._handlers, *self._calls, *self._cdr_tasks, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
@@ -1126,6 +1142,106 @@ class PbxSimulator:
         return [a for a, qs in self.agents.items() if queue in qs and a not in self._busy
                 and not (self.interface(a) in members and members[self.interface(a)].paused)]
 
+    def add_agent(self, ext: str, queues: Sequence[str] | Mapping[str, int], *, announce: bool = False) -> None:
+        """Make ``ext`` a static member of ``queues`` (as if queues.conf had
+        listed it; storms with many agents).  Nothing is sent on AMI unless
+        ``announce`` (then QueueMemberAdded per queue, as a QueueAdd would)."""
+        ext = str(ext)
+        pen = dict(queues) if isinstance(queues, Mapping) else {q: 0 for q in queues}
+        for q in pen:
+            if q not in self.queues:
+                raise ValueError(f"unknown queue {q!r}")
+        order = [q for q in QUEUE_HASH_ORDER if q in pen] + [q for q in pen if q not in QUEUE_HASH_ORDER]
+        self.agents[ext] = {**self.agents.get(ext, {}), **{q: int(pen[q]) for q in order}}
+        self._calls_taken.setdefault(ext, 0)
+        self._last_call.setdefault(ext, 0)
+        for q in order:
+            members = self.members.setdefault(q, {})
+            if self.interface(ext) in members:
+                continue
+            m = _Member(q, self.interface(ext), self.member_name(ext), int(pen[q]), login_time=self._login_time)
+            members[m.interface] = m
+            if announce:
+                self._emit("QueueMemberAdded", "agent,all", self._member_fields(m))
+
+    # ------------------------------------------------------------------- CDR
+    async def cdr_flush(self, timeout: float = 10.0) -> None:
+        """Wait until every CDR handed to the sink so far is written."""
+        tasks = list(self._cdr_tasks)
+        if tasks:
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout)
+
+    def _post_cdr(self, player: "_CallPlayer", placed: "PlacedCall") -> None:
+        sink = self.cdr_sink
+        if sink is None:
+            return
+        rows = self._cdr_rows(player, placed)
+
+        async def post() -> None:
+            try:
+                res = sink(rows)
+                if asyncio.iscoroutine(res) or isinstance(res, asyncio.Future):
+                    await res
+                self.cdr_posted += 1
+            except Exception:  # Asterisk logs and drops the record
+                self.cdr_failures += 1
+                log.exception("simulator: CDR sink failed for %s", placed.linkedid)
+        t = asyncio.get_running_loop().create_task(post())
+        self._cdr_tasks.add(t)
+        t.add_done_callback(self._cdr_tasks.discard)
+
+    def _cdr_rows(self, player: "_CallPlayer", placed: "PlacedCall") -> list[dict]:
+        """The CDR rows Asterisk 12+ would post for one queue call, keyed as
+        cdr_pgsql names its columns (party A = the caller channel):
+
+        * one row per member rung who did not answer: ``dstchannel`` the
+          member channel, ``disposition`` ``NO ANSWER``, no ``answer``;
+        * the caller's row: answered by an agent → ``dstchannel`` that
+          member channel, ``ANSWERED``, ``answer`` when the agent answered,
+          ``billsec`` the talk; otherwise ``dstchannel`` empty and
+          ``ANSWERED`` (the dialplan answered the caller before the IVR),
+          ``lastapp`` ``Queue`` (gave up in the queue) or ``AGI`` (hung up
+          in the IVR).
+        Times are the simulator's clock (:meth:`now`), as aware datetimes."""
+        from datetime import datetime, timezone
+
+        def ts(t: float | None):
+            return datetime.fromtimestamp(t, timezone.utc) if t is not None else None
+
+        c2 = player.c2
+        end = player.cdr_ended if player.cdr_ended is not None else self.now()
+        start = player.cdr_started
+        num = "" if c2.cid_num == UNKNOWN else c2.cid_num
+        name = "" if c2.cid_name == UNKNOWN else c2.cid_name
+        queued = placed.outcome != "ivr_hangup"
+        base = {"clid": f'"{name}" <{num}>' if name else (f"<{num}>" if num else ""), "src": num,
+                "dst": player.entry, "dcontext": "hotline", "channel": c2.name,
+                "lastapp": "Queue" if queued else "AGI",
+                "lastdata": f"{player.queue},,,," if queued else f"agi://{self.agi_host}:{self.agi_port}/ivr",
+                "amaflags": 3, "accountcode": "", "uniqueid": c2.uniqueid, "linkedid": c2.linkedid,
+                "peeraccount": "", "userfield": ""}
+        rows: list[dict] = []
+        answered_chan = player.cdr_answer[0] if player.cdr_answer else ""
+        for _agent, chan, rang_at in player.cdr_rings:
+            if chan == answered_chan:
+                continue
+            r_end = player.cdr_ring_end.get(chan, end)
+            rows.append({**base, "start": ts(rang_at), "answer": None, "end": ts(r_end),
+                         "duration": int(round(r_end - rang_at)), "billsec": 0, "dstchannel": chan,
+                         "disposition": "NO ANSWER", "sequence": next(self._cdr_seq)})
+        if player.cdr_answer is not None:
+            chan, at = player.cdr_answer
+            rows.append({**base, "start": ts(start), "answer": ts(at), "end": ts(end),
+                         "duration": int(round(end - start)), "billsec": int(round(end - at)),
+                         "dstchannel": chan, "disposition": "ANSWERED", "sequence": next(self._cdr_seq)})
+        else:
+            up = player.cdr_up
+            rows.append({**base, "start": ts(start), "answer": ts(up), "end": ts(end),
+                         "duration": int(round(end - start)), "billsec": int(round(end - up)) if up else 0,
+                         "dstchannel": "", "disposition": "ANSWERED" if up is not None else "NO ANSWER",
+                         "sequence": next(self._cdr_seq)})
+        return rows
+
     async def run_traffic(
         self,
         rate_per_min: float,
@@ -1305,6 +1421,13 @@ class _CallPlayer:
         self.outcome = spec.outcome
         self.wait_s = spec.wait_s
         self.extra_reserved: set[str] = set()
+        # what Asterisk's CDR would record (PbxSimulator.cdr_sink); sends nothing
+        self.cdr_started = sim.now()
+        self.cdr_up: float | None = None  # the caller channel answered (dialplan)
+        self.cdr_rings: list[tuple[str, str, float]] = []  # (agent, member channel, rung at)
+        self.cdr_ring_end: dict[str, float] = {}  # member channel -> ring ended at
+        self.cdr_answer: tuple[str, float] | None = None  # (member channel, answered at)
+        self.cdr_ended: float | None = None
 
     # helpers -----------------------------------------------------------------
     def _join(self) -> tuple[int, int]:
@@ -1325,7 +1448,10 @@ class _CallPlayer:
 
     async def run(self) -> PlacedCall:
         try:
-            return await self._run()
+            placed = await self._run()
+            self.cdr_ended = self.sim.now()
+            self.sim._post_cdr(self, placed)
+            return placed
         finally:
             w = self.sim._waiting.get(self.queue, [])
             if self.token in w:
@@ -1477,6 +1603,8 @@ class _CallPlayer:
 
     def _answer_caller(self) -> None:
         sim = self.sim
+        if self.cdr_up is None:
+            self.cdr_up = sim.now()
         sim._newstate(self.c2, 6)
         sim._newstate(self.c1, 6)
         sim._dial("DialEnd", None, self.c1, [("DialStatus", "ANSWER")])
@@ -1492,6 +1620,7 @@ class _CallPlayer:
             m1.run("AppQueue", "(Outgoing Line)")
             m2.run("Wait", str(int(round(self.spec.ring_s))))
             legs[a] = (m1, m2)
+            self.cdr_rings.append((a, m1.name, sim.now()))
             sim._newchannel(m1)
             sim._newchannel(m2)
             m1.cid_num = c2.exten  # app_queue: the caller's dialplan extension
@@ -1519,6 +1648,7 @@ class _CallPlayer:
     def _no_answer(self, legs: dict[str, tuple[_Chan, _Chan]], ring_s: float) -> None:
         sim, c2 = self.sim, self.c2
         for a, (m1, m2) in legs.items():
+            self.cdr_ring_end[m1.name] = sim.now()
             sim._agent_event("AgentRingNoAnswer", c2, m1, self.queue, a,
                              [("RingTime", str(int(round(ring_s * 1000))))])
             sim._dial("DialEnd", c2, m1, [("DialStatus", "NOANSWER")])
@@ -1560,6 +1690,7 @@ class _CallPlayer:
         # the caller's phone half hangs up
         sim._hangup(c1, 0)
         for a, (m1, _m2) in ringing.items():
+            self.cdr_ring_end[m1.name] = sim.now()
             sim._dial("DialEnd", c2, m1, [("DialStatus", "CANCEL")])
             sim._dial("DialEnd", c2, m1, [("DialStatus", "CANCEL")])
             sim._hangup(m1, 0)
@@ -1607,6 +1738,7 @@ class _CallPlayer:
         sim._dial("DialEnd", c2, m1, [("DialStatus", "ANSWER")])
         m2.priority = _PRIO_TALK_CUT  # in Wait(TALKSECS) now (CoreShowChannels, trace 06)
         for _a, (l1, _l2) in losers:
+            self.cdr_ring_end[l1.name] = sim.now()
             sim._dial("DialEnd", c2, l1, [("DialStatus", "CANCEL")])
             sim._dial("DialEnd", c2, l1, [("DialStatus", "CANCEL")])
             sim._hangup(l1, 26)
@@ -1631,6 +1763,7 @@ class _CallPlayer:
         hold_time = str(int(round(hold)))
         m2.run("Wait", str(int(round(spec.talk_s))))
         sim._in_call.add((sim.interface(self.agent), self.queue))
+        self.cdr_answer = (m1.name, sim.now())
         sim._agent_event("AgentConnect", c2, m1, self.queue, self.agent,
                          [("HoldTime", hold_time), ("RingTime", str(int(round(spec.ring_s))))])
         bridge = str(uuid.uuid4())
@@ -1693,6 +1826,49 @@ class _CallPlayer:
             stop_caller_recording()
             sim._hangup(c2, 16)
             sim._member_status(self.agent, 1)
+
+
+# ---------------------------------------------------------------------- CDR
+CdrSink = Callable[[list[dict]], "Awaitable[None] | None"]
+
+
+class CdrPgsqlWriter:
+    """A :data:`CdrSink` that writes like Asterisk's ``cdr_pgsql``: it reads
+    the table's columns once and inserts, per CDR row, the values of the
+    columns it has (names double-quoted: ``"end"`` is reserved), one
+    INSERT per row.  ``await close()`` when done."""
+
+    def __init__(self, dsn: str, table: str = "cdr") -> None:
+        self.dsn = dsn
+        self.table = table
+        self._conn = None
+        self._columns: tuple[str, ...] | None = None
+        self._lock = asyncio.Lock()
+        self.rows_written = 0
+
+    async def __call__(self, rows: list[dict]) -> None:
+        import asyncpg
+
+        async with self._lock:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(self.dsn)
+                cols = await self._conn.fetch(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 "
+                    "AND NOT attisdropped ORDER BY attnum", self.table)
+                self._columns = tuple(r["attname"] for r in cols)
+            for row in rows:
+                names = [c for c in self._columns or () if c in row]
+                sql = 'INSERT INTO {} ({}) VALUES ({})'.format(
+                    self.table, ", ".join(f'"{c}"' for c in names),
+                    ", ".join(f"${i}" for i in range(1, len(names) + 1)))
+                await self._conn.execute(sql, *(row[c] for c in names))
+                self.rows_written += 1
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
 
 
 # ---------------------------------------------------------------------- CLI

@@ -354,6 +354,8 @@ class CallTracker:
             ch["hold_time"] = call.hold_time + event.hold_time
             if not call.agent:
                 ch["agent"] = event.agent
+        if not call.queue and event.queue:  # first seen at its AgentComplete (tracker started mid-call)
+            ch["queue"] = event.queue
         return ch
 
     def _on_hung_up(self, call, event, changes):

@@ -223,8 +223,8 @@ class QueueBoard:
 
     def longest_wait(self, now: float | None = None) -> tuple[int, float]:
         now = self.clock() if now is None else now
-        entries = self.live.state.entries
-        return len(entries), m.longest_wait(e.wait_s(now) for e in entries)
+        oldest = self.live.oldest_join()  # the longest wait is the earliest join's
+        return self.live.waiting_count(), m.longest_wait(() if oldest is None else (max(0, int(now - oldest)),))
 
     def view(self, now: float | None = None) -> dict:
         now = self.clock() if now is None else now

@@ -108,6 +108,8 @@ class RecordingIndexer:
         self.max_open = 20_000
         self._tasks: set[asyncio.Task] = set()
 
+    wants = (RecordingStarted, RecordingStopped, ChannelHungUp, AgentConnected)  # cti.pipeline routing
+
     async def __call__(self, event, call) -> None:
         cls = event.__class__
         if cls is RecordingStarted:

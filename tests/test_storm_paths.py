@@ -180,3 +180,53 @@ async def test_pooled_connections_keep_no_session_state_when_marked(db_url):
     finally:
         await pool.close()
 
+
+
+def test_call_records_stay_bounded_and_finished_calls_go_before_live_ones():
+    from pathlib import Path
+
+    from cti.callflow import CallFlow
+    from cti.frame import FrameReader
+    from cti.normalise import Normaliser
+
+    trace = (Path(__file__).parent / "fixtures" / "ami-traces" / "asterisk-22"
+             / "01-ivr-to-queue-answered.ami").read_bytes()
+    flow, norm = CallFlow(max_records=20), Normaliser()
+
+    def play(i: int, *, upto: int | None = None) -> None:
+        data = trace.replace(b"1795374638.", f"18{i:08d}.".encode()).replace(b"1795374643.", f"19{i:08d}.".encode())
+        frames = FrameReader().feed(data)
+        for f in frames[:upto]:
+            ev = norm(f, 0.0)
+            if ev is not None:
+                flow.feed(ev)
+
+    play(0, upto=100)  # a call still going when the others come and go
+    live = [r.caller.uniqueid for r in flow.records() if not r.reason]
+    assert live
+    for i in range(1, 60):
+        play(i)
+    recs = flow.records()
+    assert len(recs) <= 20
+    kept = {r.caller.uniqueid for r in recs}
+    assert set(live) <= kept  # the live call was kept; finished ones made room
+    assert sum(1 for r in recs if r.reason) >= 10  # and the newest finished calls are there
+
+
+async def test_a_member_rung_again_after_no_answer_gets_a_live_draft_again(pool):
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO calls (linkedid, state) VALUES ('1795400005.0', 'ringing')")
+        fields = build_draft_fields(DraftRequest(
+            linkedid="1795400005.0", agent="1001", queue="repair", caller_num="13800138000",
+            caller_num_norm="13800138000", caller_name="", ivr_choice="repair", outage_id="", customer=None,
+            recent_orders=()))
+        first, _ = await orders.create_draft(conn, fields)
+        assert await orders.cancel_drafts(conn, "1795400005.0", agent="1001") == ["1001"]  # rang out
+        again, created = await orders.create_draft(conn, fields)  # rrmemory comes round to 1001 again
+        assert again["id"] == first["id"] and again["status"] == "draft" and not created
+        saved = await conn.fetchval("UPDATE work_orders SET status = 'accepted', saved_at = now() "
+                                    "WHERE id = $1 RETURNING id", first["id"])
+        assert saved
+        await conn.execute("UPDATE work_orders SET status = 'cancelled' WHERE id = $1", first["id"])
+        third, _ = await orders.create_draft(conn, fields)  # an order once saved is never revived
+        assert third["status"] == "cancelled"

@@ -66,16 +66,20 @@ _DRAFT_INSERT = f"""INSERT INTO work_orders (order_no, status, order_type, ivr_c
                 caller_num, caller_num_norm, caller_name, customer_id, customer_snapshot,
                 contact_name, contact_phone, address, transformer_area, outage_id)
             VALUES ($1, 'draft', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16)
-            ON CONFLICT (linkedid, agent) WHERE linkedid IS NOT NULL DO NOTHING
-            RETURNING {_COLUMNS}"""
+            ON CONFLICT (linkedid, agent) WHERE linkedid IS NOT NULL DO UPDATE
+                SET status = 'draft', version = work_orders.version + 1, updated_at = now()
+                WHERE work_orders.status = 'cancelled' AND work_orders.saved_at IS NULL
+            RETURNING {_COLUMNS}, (xmax = 0) AS inserted"""
 
 # One statement: a new draft, or the one already made for this (linkedid,
-# agent) -- a replayed AgentCalled never makes a second order.  ``{before}``
+# agent) -- a replayed AgentCalled never makes a second order; a draft
+# withdrawn when an earlier ring went unanswered (never saved) is a draft
+# again when the same member rings again (rrmemory comes round).  ``{before}``
 # is an optional data-modifying CTE run in the same statement (the screen-pop
 # writes the call row the draft references; foreign keys are checked at the
 # end of the statement).
 _DRAFT_SQL = """WITH {before} ins AS ({insert})
-SELECT true AS created, ins.* FROM ins
+SELECT inserted AS created, {columns} FROM ins
 UNION ALL
 SELECT false, {columns} FROM work_orders
  WHERE linkedid = $4 AND agent = $5 AND NOT EXISTS (SELECT 1 FROM ins)"""
@@ -102,8 +106,9 @@ async def create_draft(conn: asyncpg.Connection, fields: dict[str, Any], *, numb
     if not fields.get("linkedid"):  # a draft not tied to a call: no idempotency key
         if before_sql:
             raise ValueError("before_sql needs a linkedid")
-        row = await conn.fetchrow(_DRAFT_INSERT, *args)
-        return _row(row), True
+        d = dict(await conn.fetchrow(_DRAFT_INSERT, *args))
+        inserted = d.pop("inserted")
+        return _row(d), inserted
     before = f"before AS ({before_sql})," if before_sql else ""
     sql = _DRAFT_SQL.format(before=before, insert=_DRAFT_INSERT, columns=_COLUMNS)
     row = await conn.fetchrow(sql, *args, *before_args)
