@@ -514,10 +514,14 @@ async def run(args) -> int:
     # --- loss checks
     results = final["results"]
     linkedids = [r["linkedid"] for r in results]
-    rows = await conn.fetch("SELECT linkedid, count(*) AS n, bool_and(ended_at IS NOT NULL) AS closed "
-                            "FROM calls WHERE linkedid = ANY($1) GROUP BY linkedid", linkedids)
+    rows = await conn.fetch("SELECT linkedid, count(*) AS n, bool_and(ended_at IS NOT NULL) AS closed, "
+                            "min(outcome) AS outcome FROM calls WHERE linkedid = ANY($1) GROUP BY linkedid",
+                            linkedids)
     recorded = {r["linkedid"]: r["n"] for r in rows}
     open_calls = sum(1 for r in rows if not r["closed"])
+    want = {r["linkedid"]: ("answered" if r["outcome"] in ("answered", "caller_hangup") else "abandoned")
+            for r in results}
+    wrong_outcome = sum(1 for r in rows if r["closed"] and r["outcome"] != want.get(r["linkedid"]))
     missing_records = sum(1 for lid in linkedids if recorded.get(lid, 0) != 1)
     received = {(a, b): [] for a, b, _ in final["received"]}
     for a, b, ts in final["received"]:
@@ -538,7 +542,7 @@ async def run(args) -> int:
     failures = final["failures"]
     for f in failures[:5]:
         print("  call failed:", f, file=sys.stderr)
-    lost = missing_records + pop_loss + len(failures) + extra_pops
+    lost = missing_records + open_calls + wrong_outcome + pop_loss + len(failures) + extra_pops
     print(f"calls placed {done['n_calls']} in {done['sent_s']:.1f} s ({done['n_calls'] / done['sent_s']:.1f}/s "
           f"offered), answered {len(answered)}, abandoned {len(results) - len(answered)}, "
           f"no free agent {done['no_agent']}, simulator failures {len(failures)}")
@@ -556,7 +560,8 @@ async def run(args) -> int:
     print(f"peak RSS: service {rss_service:.0f} MB, simulator {final['sim_rss_mb']:.0f} MB, clients "
           f"{final['clients_rss_mb']:.0f} MB; CPU over the whole run: simulator {final['sim_cpu_s']:.1f} s, "
           f"clients {final['clients_cpu_s']:.1f} s")
-    print(f"loss: calls without exactly one record {missing_records} (left open {open_calls}), answered calls "
+    print(f"loss: calls without exactly one record {missing_records}, left open {open_calls}, wrong outcome "
+          f"{wrong_outcome}, answered calls "
           f"without exactly one screen-pop {pop_loss}, duplicate pops {extra_pops}")
     if plateau is not None:
         print(f"live_calls_rss_mb={plateau['rss']:.1f}  (at {plateau['parked']} live calls)")

@@ -80,8 +80,16 @@ def upsert_call_args(r: dict[str, Any]) -> tuple[Any, ...]:
             r["hold_time_s"], r["talk_time_s"], r["close_reason"])
 
 
-# the draft insert takes $1..$16; the call row follows it in the same statement
-_CALL_BEFORE_DRAFT = upsert_call_sql(17)
+# The screen-pop's own write of the call row, in the draft's statement (the
+# draft insert takes $1..$16, the row follows): it makes the row the draft
+# references if the call recorder has not written it yet, and otherwise only
+# adds the customer.  It must never overwrite the state: the recorder's
+# buffer runs in event order ahead of the per-call handlers, so under load
+# the call may already be recorded as ended when its pop is made.
+_CALL_BEFORE_DRAFT = re.sub(
+    r"ON CONFLICT \(linkedid\) DO UPDATE SET.*\Z",
+    "ON CONFLICT (linkedid) DO UPDATE SET customer_id = coalesce(EXCLUDED.customer_id, calls.customer_id)",
+    upsert_call_sql(17), flags=re.S)
 
 
 async def upsert_call_row(conn: asyncpg.Connection, r: dict[str, Any]) -> None:

@@ -230,3 +230,24 @@ async def test_a_member_rung_again_after_no_answer_gets_a_live_draft_again(pool)
         await conn.execute("UPDATE work_orders SET status = 'cancelled' WHERE id = $1", first["id"])
         third, _ = await orders.create_draft(conn, fields)  # an order once saved is never revived
         assert third["status"] == "cancelled"
+
+
+async def test_a_late_screen_pop_never_reopens_a_call_already_recorded_as_ended(pool):
+    """Under load the recorder (in event order) runs ahead of the per-call
+    handlers: the pop of a ring may be made after the call's end is written."""
+    from cti.screenpop import _CALL_BEFORE_DRAFT, upsert_call_args
+
+    ringing = _call("1795400006.0", CallState.RINGING, queued_at=time.time())
+    ended = _call("1795400006.0", CallState.ENDED, outcome="abandoned", ended_at=time.time(), hold_time=30)
+    async with pool.acquire() as conn:
+        await upsert_call_rows(conn, [call_row(ended)])
+        fields = build_draft_fields(DraftRequest(
+            linkedid="1795400006.0", agent="1001", queue="repair", caller_num="13800138000",
+            caller_num_norm="13800138000", caller_name="", ivr_choice="repair", outage_id="", customer=None,
+            recent_orders=()))
+        await orders.create_draft(conn, fields, before_sql=_CALL_BEFORE_DRAFT,
+                                  before_args=upsert_call_args(call_row(ringing)))
+        row = await conn.fetchrow("SELECT state, outcome, ended_at, hold_time_s FROM calls "
+                                  "WHERE linkedid = '1795400006.0'")
+    assert (row["state"], row["outcome"], row["hold_time_s"]) == ("ended", "abandoned", 30)
+    assert row["ended_at"] is not None
