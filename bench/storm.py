@@ -1,16 +1,19 @@
 """Storm: the PBX simulator plays a surge against the whole service.
 
-Two processes, so that the service is measured alone:
+Three processes, so that the service is measured alone:
 
 * this process runs the **service** (aiohttp app, AMI client, pipeline,
   screen-pops, wallboard, cluster bus, FastAGI server) exactly as
   ``python -m cti serve`` composes it, against PostgreSQL (embedded pgserver
   in a temporary directory unless ``DATABASE_URL`` is set);
-* a child process (``--loadgen``, started by this one) runs the simulated
-  Asterisk (AMI over real TCP) and one websocket client per agent, each
-  logged in as that agent over HTTP.
+* a child process (``--loadgen``) runs the simulated Asterisk (AMI over real
+  TCP) and the traffic, and writes Asterisk's CDR rows as ``cdr_pgsql``
+  would;
+* another child (``--clients``) runs one websocket client per agent, each
+  logged in as that agent over HTTP (apart from the simulator, so that a busy
+  simulator does not delay the arrival stamps).
 
-Latency is taken across the two processes with ``time.perf_counter()``
+Latency is taken across the processes with ``time.perf_counter()``
 (CLOCK_MONOTONIC, one clock for the machine): the simulator stamps the
 moment it writes an AgentCalled frame to the socket (by Linkedid + agent),
 the agent's client stamps the screen_pop frame's arrival.
@@ -26,13 +29,15 @@ RSS is read when all N are live.  Afterwards they all hang up and are
 counted in the loss check like every other call.
 
 Printed: screen-pop latency p50/p90/p99/max, events/s, work orders/s, the
-service's peak RSS (and at the live-calls plateau), the load generator's,
-the loss checks (every simulated call exactly one call record, every
-answered call exactly one screen-pop at its agent, no duplicate).  The last
+service's CPU per event, PostgreSQL's CPU, peak RSS of each process (and the
+service's at the live-calls plateau), AMI reconnects and backpressure
+pauses, and the loss checks: every simulated call exactly one closed call
+record with its true outcome, every answered call exactly one screen-pop at
+its agent, no duplicate.  The last
 two lines are ``screenpop_p99_ms=<value>`` and ``lost=<count>``.
 
     .venv/bin/python bench/storm.py                              # 50 calls/s for 60 s
-    .venv/bin/python bench/storm.py --rate 200 --seconds 60 --agents 600
+    .venv/bin/python bench/storm.py --rate 200 --seconds 30 --agents 700
     .venv/bin/python bench/storm.py --rate 20 --seconds 30 --live-calls 10000
     .venv/bin/python bench/storm.py --profile /tmp/storm.prof    # cProfile of the service
 """
@@ -154,16 +159,18 @@ async def loadgen(cfg: dict) -> None:
     JSON lines on stdin/stdout."""
     import logging
 
-    from cti.simulator import CallSpec, PbxSimulator
+    from cti.simulator import CallSpec, CdrPgsqlWriter, PbxSimulator
 
     logging.disable(logging.WARNING)
     say, hear = await _pipes()
+    cdr = CdrPgsqlWriter(cfg["db_url"])  # as Asterisk's cdr_pgsql: one INSERT per CDR row
     agents = agent_ids(cfg["agents"])
     # the live-calls mode parks callers in a queue no agent serves
     queues_of = {a: list(QUEUES) for a in agents}
     sim = PbxSimulator("127.0.0.1", 0, SIM_USER, SIM_SECRET, speed=cfg["speed"],
                        agents=queues_of | ({"9999": ["parking"]} if cfg["live_calls"] else {}),
-                       seed=cfg["seed"], recordings_dir=cfg["recordings_dir"], recording_names="dialplan")
+                       seed=cfg["seed"], recordings_dir=cfg["recordings_dir"], recording_names="dialplan",
+                       cdr_sink=cdr)
     written: dict[tuple[str, str], float] = {}
 
     def on_write(data: bytes) -> None:
@@ -263,9 +270,11 @@ async def loadgen(cfg: dict) -> None:
     sent_s = time.perf_counter() - start
     await asyncio.gather(*tasks)
     await asyncio.gather(*parked)  # the parked callers give up (QueueCallerAbandon, hangup)
+    await sim.cdr_flush(60)
     say(traffic_done=True, sent_s=sent_s, n_calls=n_calls, no_agent=no_agent, peak_live=peak_live)
     await hear()  # the parent has drained its pipeline
     await sim.stop()
+    await cdr.close()
     say(results=results, failures=failures, written=[[k[0], k[1], v] for k, v in written.items()],
         sim_rss_mb=peak_rss_mb(), sim_cpu_s=cpu_s())
 
@@ -357,6 +366,7 @@ async def run(args) -> int:
               "live_calls": args.live_calls, "park_rate": args.park_rate}
     state = tempfile.mkdtemp(prefix="hotline-storm-")
     lg_cfg["recordings_dir"] = str(Path(state) / "recordings")
+    lg_cfg["db_url"] = db_url  # the simulator writes Asterisk's CDR rows there
     async def spawn(role: str):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(Path(__file__).resolve()), role, json.dumps(lg_cfg),
@@ -424,7 +434,7 @@ async def run(args) -> int:
         profiler.enable()
     conn = await asyncpg.connect(db_url)
     orders0 = await conn.fetchval("SELECT count(*) FROM work_orders")
-    events0, t0 = pipeline.stats.events, time.perf_counter()
+    events0, t0, epoch0 = pipeline.stats.events, time.perf_counter(), time.time()
     cpu0 = cpu_s()
     pg0 = postgres_cpu_s()
     tell(start=True)
@@ -479,6 +489,11 @@ async def run(args) -> int:
         msg = await hear()
     done = msg
     await pipeline.drain()
+    if manager.logins > 1:  # the link dropped: the resync's CDR pass, now rather than at its 30 s recheck
+        resync = app[services_key]["resync"]
+        if resync.cdr is not None:
+            await resync.cdr_pass(epoch0 - 5)
+            await pipeline.drain()
     await asyncio.sleep(1.0)  # last screen-pops in flight to the clients
     await pipeline.drain()
     elapsed = time.perf_counter() - t0
@@ -560,6 +575,8 @@ async def run(args) -> int:
     print(f"peak RSS: service {rss_service:.0f} MB, simulator {final['sim_rss_mb']:.0f} MB, clients "
           f"{final['clients_rss_mb']:.0f} MB; CPU over the whole run: simulator {final['sim_cpu_s']:.1f} s, "
           f"clients {final['clients_cpu_s']:.1f} s")
+    print(f"AMI logins {manager.logins} (1 = the link never dropped), reads paused for backpressure "
+          f"{manager.stats.read_pauses}, frames dropped by the pipeline's bound {pipeline.stats.queue_full}")
     print(f"loss: calls without exactly one record {missing_records}, left open {open_calls}, wrong outcome "
           f"{wrong_outcome}, answered calls "
           f"without exactly one screen-pop {pop_loss}, duplicate pops {extra_pops}")

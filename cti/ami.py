@@ -102,6 +102,7 @@ class AmiStats:
     reader_failures: int = 0
     unrecoverable_streams: int = 0
     ping_timeouts: int = 0
+    read_pauses: int = 0  # backpressure: times we stopped reading while the pipeline caught up
     sink_errors: int = 0
 
     @property
@@ -117,7 +118,7 @@ class AmiStats:
                 "action_timeouts": self.action_timeouts, "actions_disconnected": self.actions_disconnected,
                 "late_responses": self.late_responses, "reader_failures": self.reader_failures,
                 "unrecoverable_streams": self.unrecoverable_streams, "ping_timeouts": self.ping_timeouts,
-                "sink_errors": self.sink_errors}
+                "sink_errors": self.sink_errors, "read_pauses": self.read_pauses}
 
 
 class _Pending:
@@ -157,15 +158,8 @@ class HotlineAMIProtocol(AMIProtocol):
     """Splits and decodes whole frames before anything else sees them, and
     correlates our actions by ActionID."""
 
-    # At most this much per socket read: each read is parsed and routed in
-    # one go, so a storm's 256 KiB reads (asyncio's default) would hold the
-    # loop for tens of milliseconds.
-    READ_SIZE = 32 * 1024
-
     def connection_made(self, transport):
         super().connection_made(transport)
-        if hasattr(transport, "max_size"):
-            transport.max_size = self.READ_SIZE
         self.reader: FrameReader | None = None
         self.last_read = time.monotonic()
         self.pending: dict[str, _Pending] = {}
@@ -418,6 +412,7 @@ class HotlineManager(Manager):
         self._closing = False
         self._reconnect_handle: asyncio.TimerHandle | None = None
         self._ping_future: asyncio.Future | None = None
+        self.reading_paused = False
         self.logins = 0
         self.stats = AmiStats()
         self.warn_interval_s = warn_interval_s
@@ -533,11 +528,35 @@ class HotlineManager(Manager):
                 log.exception("ami_login_listener_failed")
         return result
 
+    def set_reading(self, on: bool) -> None:
+        """Backpressure from the pipeline: stop reading the AMI socket while
+        the events read so far wait to be processed (TCP then holds the rest
+        in the kernel and in Asterisk), resume when they have drained.
+        Nothing is dropped; if Asterisk gives up on us meanwhile, the resync
+        and the CDR reconciliation close the gap."""
+        self.reading_paused = not on
+        proto = self.protocol
+        transport = getattr(proto, "transport", None) if proto is not None else None
+        if transport is None or transport.is_closing():
+            return
+        try:
+            if on:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+                self.stats.read_pauses += 1
+        except (RuntimeError, AttributeError):  # a transport that cannot pause (tests' fakes)
+            pass
+
     def ping(self):
         """panoramisk pings blindly; here a Ping still unanswered one interval
         later means the link is dead: drop it (and reconnect)."""
         proto = self.protocol
         if proto is None or getattr(proto, "closed", True):
+            return
+        if self.reading_paused:  # we stopped reading (backpressure): an unread Pong proves nothing
+            self._ping_future = None
+            self.pinger = self.loop.call_later(self.ping_interval, self.ping)
             return
         if self._ping_future is not None and not self._ping_future.done():
             self.stats.ping_timeouts += 1

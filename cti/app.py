@@ -204,6 +204,7 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         from dataclasses import replace
         manager = make_manager(replace(cfg, ami_port=port), pipeline.feed, on_state)
         app[manager_key] = manager
+        pipeline.on_backpressure = lambda pressed: manager.set_reading(not pressed)
         from .resync import CdrSource, install_resync
 
         # what happened while the AMI link was down: Asterisk's CDR (cdr_pgsql → table cdr, migrations/011)

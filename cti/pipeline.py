@@ -30,6 +30,7 @@ class PipelineStats:
     unknown: int = 0
     handler_errors: int = 0
     queue_full: int = 0
+    backpressure: int = 0  # times the reader was asked to pause
 
 
 class _InOrder:
@@ -62,6 +63,13 @@ class CallPipeline:
         self._shard_tasks: list[asyncio.Task] = []
         self._wants: dict[type, tuple[Handler, ...]] = {}
         self._wants_for = -1
+        # Backpressure: past high_water frames waiting, on_backpressure(True)
+        # (the AMI reader pauses); at low_water, on_backpressure(False).
+        # max_queue stays as the last guard against a flood.
+        self.on_backpressure: Callable[[bool], None] | None = None
+        self.high_water = max(1, max_queue // 5)
+        self.low_water = max(0, max_queue // 50)
+        self._pressed = False
         self.slice_s = 0.002  # the ordered worker yields to the loop at least this often
         # awaited by drain() once the shards are empty (write-behind buffers)
         self.flushers: list[Callable[[], Awaitable[None]]] = []
@@ -74,12 +82,22 @@ class CallPipeline:
         self.stats.frames += 1
         try:
             self._queue.put_nowait((frame, received_at if received_at is not None else time.time()))
+            if not self._pressed and self.on_backpressure is not None and self._queue.qsize() >= self.high_water:
+                self._pressed = True  # stop reading until the worker catches up (nothing is dropped)
+                self.stats.backpressure += 1
+                self._signal(True)
         except asyncio.QueueFull:  # an event flood: count, warn at most every 10 s
             self.stats.queue_full += 1
             now = time.monotonic()
             if now - self._full_warned_at >= 10.0:
                 self._full_warned_at = now
                 log.error("pipeline_queue_full", ami_event=frame.event, dropped_total=self.stats.queue_full)
+
+    def _signal(self, pressed: bool) -> None:
+        try:
+            self.on_backpressure(pressed)  # type: ignore[misc]
+        except Exception:
+            log.exception("backpressure_signal_failed")
 
     def run_in_order(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn`` in the worker after every frame fed so far and before
@@ -144,6 +162,9 @@ class CallPipeline:
                 await asyncio.sleep(0)
                 slice_end = clock() + self.slice_s
             frame, ts = await self._queue.get()
+            if self._pressed and self._queue.qsize() <= self.low_water:
+                self._pressed = False
+                self._signal(False)
             try:
                 if frame.__class__ is _InOrder:
                     try:

@@ -18,13 +18,13 @@ from tickets.model import DraftRequest, RecentOrder, build_draft_fields
 
 from . import customer_repo
 from .events import (AgentCalled, AgentCompleted, AgentConnected, AgentRingNoAnswer, CallerAbandoned,
-                     ChannelCreated, ChannelHungUp, DomainEvent)
+                     ChannelCreated, ChannelHungUp, ChannelSnapshot, DomainEvent)
 from .hub import Hub
 from .logs import get_logger
 from .phone import normalise_phone
 from .resync import CallResynced
 from .spool import Spool, SpoolRecord, is_connection_error
-from .tracker import Call
+from .tracker import Call, CallState
 
 log = get_logger("hotline.screenpop")
 
@@ -329,6 +329,7 @@ class ScreenPopService:
         self._fresh: set[str] = set()  # linkedids whose first channel was created while we listened
         self._drafts: dict[str, set[str]] = {}  # linkedid -> agents with a draft from this process
         self.withdrawals_skipped = 0
+        self.late_pops = 0  # pops made at a resync for calls answered while the link was down
         self.pops = 0
         self.failures = 0
         self.spooled_drafts = 0
@@ -371,6 +372,8 @@ class ScreenPopService:
                 # answered while the AMI link was down (resync, CDR): the other
                 # members' rings are over, their AgentConnect was never seen
                 await self._withdraw(call.linkedid, "answered_elsewhere", except_agent=call.agent)
+                if call.state is CallState.CONNECTED and call.agent not in self._drafts.get(call.linkedid, ()):
+                    await self.late_pop(call)
             if call.ended:  # the call ended while the AMI link was down
                 await self.on_call_ended(call, reason="ended_while_disconnected")
         if call is not None and call.ended and cls is not CallResynced:
@@ -395,6 +398,19 @@ class ScreenPopService:
     def _made_draft(self, linkedid: str, agent: str) -> None:
         if linkedid in self._fresh:
             self._drafts.setdefault(linkedid, set()).add(agent)
+
+    async def late_pop(self, call: Call) -> dict[str, Any]:
+        """The agent is talking to a caller whose ring this process never saw
+        (rung while the AMI link was down, or before a restart): the
+        screen-pop now, with the same draft (idempotent per call and agent)."""
+        ev = AgentCalled(time.time(), ChannelSnapshot("", call.caller_uniqueid or call.linkedid, call.linkedid,
+                                                      caller_num=call.caller_num, caller_name=call.caller_name),
+                         queue=call.queue, interface=call.agent)
+        self.late_pops += 1
+        message = await self.on_agent_called(ev, call, late=True)
+        self.hub.publish(f"agent:{call.agent}", {"type": "call_state", "linkedid": call.linkedid,
+                                                  "state": "connected"})
+        return message
 
     async def on_agent_connected(self, event: AgentConnected) -> None:
         self.hub.publish(f"agent:{event.agent}", {"type": "call_state", "linkedid": event.linkedid,
@@ -440,7 +456,7 @@ class ScreenPopService:
             self.hub.publish(f"agent:{a}", {"type": "screen_pop_withdrawn", "linkedid": linkedid,
                                             "reason": reason})
 
-    async def on_agent_called(self, event: AgentCalled, call: Call | None) -> dict[str, Any]:
+    async def on_agent_called(self, event: AgentCalled, call: Call | None, *, late: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         agent = event.agent
         # the customer's number is on the caller channel; the member channel says 'enter-queue'
@@ -462,6 +478,8 @@ class ScreenPopService:
             "recent_orders": [],
             "order": None,
         }
+        if late:
+            message["late"] = True  # 补弹: rung while the PBX link was down
         account = event.chan.var("CUSTOMER_ID") or (call.customer_id if call else "")
         phone_key = norm.national if norm else ""
         try:
