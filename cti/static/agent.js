@@ -49,7 +49,8 @@
     $("caller-name").textContent = pop.caller_name || "";
     $("ivr-choice").textContent = IVR[pop.ivr_choice] || pop.ivr_choice || "—";
     const err = $("pop-error");
-    err.hidden = !pop.error; err.textContent = pop.error || "";
+    const late = pop.late ? "补弹:振铃时与交换机的连接中断 / late pop: the phone rang while the PBX link was down" : "";
+    err.hidden = !pop.error && !late; err.textContent = pop.error || late;
     const c = pop.customer;
     $("customer").hidden = !c;
     $("customer-unknown").hidden = !!c;
