@@ -251,3 +251,43 @@ async def test_a_late_screen_pop_never_reopens_a_call_already_recorded_as_ended(
                                   "WHERE linkedid = '1795400006.0'")
     assert (row["state"], row["outcome"], row["hold_time_s"]) == ("ended", "abandoned", 30)
     assert row["ended_at"] is not None
+
+
+async def test_the_reader_pauses_when_the_pipeline_backs_up_and_nothing_is_dropped():
+    from cti.pipeline import CallPipeline
+
+    seen = []
+
+    async def handler(event, call):
+        seen.append(event)
+
+    pipeline = CallPipeline(handlers=[handler], max_queue=100)  # pause at 20 waiting, resume at 2
+    signals: list[bool] = []
+    pipeline.on_backpressure = signals.append
+    frames = [_join("repair", f"u{i}", i + 1) for i in range(60)]
+    for f in frames:  # the worker is not running yet: they all wait
+        pipeline.feed(f)
+    assert signals == [True] and pipeline.stats.backpressure == 1
+    pipeline.start()
+    try:
+        await pipeline.drain()
+    finally:
+        await pipeline.stop()
+    assert signals == [True, False]
+    assert pipeline.stats.queue_full == 0 and pipeline.stats.frames == 60
+
+
+async def test_a_paused_ami_reader_is_not_taken_for_a_dead_link(db_url):
+    from cti.app import manager_key
+    from tests.harness import running_service
+
+    async with running_service(db_url) as svc:
+        manager = svc.app[manager_key]
+        transport = manager.protocol.transport
+        manager.set_reading(False)
+        assert not transport.is_reading() and manager.stats.read_pauses == 1
+        manager.ping()  # a Pong nobody reads proves nothing: the link stays
+        manager.ping()
+        assert manager.state == "logged_in" and not transport.is_closing() and manager.stats.ping_timeouts == 0
+        manager.set_reading(True)
+        assert transport.is_reading()
