@@ -44,12 +44,42 @@ class Hub:
         self.sent = 0
         # other nodes (cti.cluster): publish() also hands the message to each relay
         self.relays: list[Callable[[str, dict[str, Any]], None]] = []
+        # each agent's current screen-pop and its call state, replayed to a page
+        # that connects later (opened or reloaded mid-call): agent topic -> [pop, call_state]
+        self._current: dict[str, list[Any]] = {}
 
     def subscribe(self, topic: str, ws: Socket) -> Subscriber:
         sub = Subscriber(topic, ws)
         sub.task = asyncio.create_task(sub._writer())
         self._subs[topic].add(sub)
+        cur = self._current.get(topic)
+        if cur is not None:  # this page missed the pop: replay it (to this page only)
+            pop, state = cur
+            for m in ({**pop, "replay": True}, state):
+                if m is not None:
+                    sub.queue.put_nowait(json.dumps(m, ensure_ascii=False, default=str))
         return sub
+
+    def current_pop(self, topic: str) -> dict[str, Any] | None:
+        cur = self._current.get(topic)
+        return cur[0] if cur is not None else None
+
+    def _remember(self, topic: str, message: dict[str, Any]) -> None:
+        if not topic.startswith("agent:"):
+            return
+        kind = message.get("type")
+        if kind == "screen_pop":
+            self._current[topic] = [message, None]
+            return
+        cur = self._current.get(topic)
+        if cur is None or cur[0].get("linkedid") != message.get("linkedid"):
+            return
+        if kind == "call_state":
+            cur[1] = message
+        elif kind == "screen_pop_withdrawn":
+            del self._current[topic]
+        elif kind == "screen_pop_order_saved" and message.get("pop"):
+            cur[0] = message["pop"]
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subs[sub.topic].discard(sub)
@@ -73,6 +103,7 @@ class Hub:
 
     def deliver(self, topic: str, message: dict[str, Any]) -> int:
         """Deliver to this node's sockets only (messages from other nodes)."""
+        self._remember(topic, message)
         text = json.dumps(message, ensure_ascii=False, default=str)
         n = 0
         for sub in list(self._subs.get(topic, ())):

@@ -173,3 +173,39 @@ async def test_ringall_loser_draft_is_withdrawn_and_winner_keeps_it(db_url):
         finally:
             await conn.close()
     assert rows == {"1002": "draft", "1003": "cancelled"}
+
+
+async def test_a_page_opened_mid_call_gets_the_current_pop_and_call_state(db_url):
+    """An agent who reloads the desk (or opens it late) during a call sees the
+    pop again, marked as a replay, with the call's state; a withdrawn pop is
+    not replayed."""
+    async with running_service(db_url) as svc, aiohttp.ClientSession() as http:
+        await svc.login(http)
+        async with http.ws_connect(f"{svc.base_url}/ws/agent/1001") as ws:
+            call = asyncio.create_task(svc.simulator.place_call(CallSpec(
+                caller_num="13800138000", caller_name="张三", ivr_choice="repair", customer_id="", outage_id="",
+                agent="1001", outcome="answered", ring_s=1, talk_s=60)))
+            pop = await _next_pop(ws)
+            while True:  # until the call is connected
+                m = json.loads((await asyncio.wait_for(ws.receive(), 10)).data)
+                if m["type"] == "call_state" and m["state"] == "connected":
+                    break
+        async with http.ws_connect(f"{svc.base_url}/ws/agent/1001") as again:  # the page reloaded
+            got = [json.loads((await asyncio.wait_for(again.receive(), 5)).data) for _ in range(2)]
+            assert got[0]["type"] == "screen_pop" and got[0]["replay"] is True
+            assert got[0]["linkedid"] == pop["linkedid"] and got[0]["order"]["id"] == pop["order"]["id"]
+            assert got[1] == {"type": "call_state", "linkedid": pop["linkedid"], "state": "connected"}
+        async with http.ws_connect(f"{svc.base_url}/ws/agent/1002") as other:  # nothing for another agent
+            first = json.loads((await asyncio.wait_for(other.receive(), 5)).data)
+            assert first["type"] == "hello"
+        call.cancel()
+
+        # a ring that goes unanswered: its draft is withdrawn, and so is the replay
+        async with http.ws_connect(f"{svc.base_url}/ws/agent/1003") as ws:
+            await svc.simulator.place_call(CallSpec(
+                caller_num="13900139000", caller_name="", ivr_choice="complaint", customer_id="", outage_id="",
+                agent="1003", outcome="abandoned", ring_s=1, wait_s=2, ring_order=("1003",)))
+            await svc.pipeline.drain()
+        async with http.ws_connect(f"{svc.base_url}/ws/agent/1003") as again:
+            first = json.loads((await asyncio.wait_for(again.receive(), 5)).data)
+            assert first["type"] == "hello"

@@ -88,6 +88,12 @@
     fillForm(current);
     announce(current);
     $("save-result").textContent = "";
+    if (pop.replay && pop.order && pop.order.id) {
+      // the page was opened or reloaded mid-call: the order may have been saved since the pop
+      fetch(`/api/orders/${pop.order.id}`).then((r) => (r.ok ? r.json() : null)).then((o) => {
+        if (o && current && o.id === current.id) { current = o; fillForm(current); announce(current); }
+      }).catch(() => {});
+    }
   }
 
   function fillForm(o) {
