@@ -571,7 +571,8 @@ async def run(args) -> int:
     print(f"  of which in the screen-pop handler (lookup + draft): p50 {percentile(ins, 50):.2f}  "
           f"p99 {percentile(ins, 99):.2f}")
     print(f"pipeline events {events} in {elapsed:.1f} s = {events / elapsed:.0f} events/s; service CPU "
-          f"{cpu:.1f} s = {cpu / elapsed:.0%} of one core ({cpu / max(events, 1) * 1e6:.0f} us per event); PostgreSQL CPU {pg_cpu:.1f} s")
+          f"{cpu:.1f} s = {cpu / elapsed:.0%} of one core ({cpu / max(events, 1) * 1e6:.0f} us per event); "
+          f"PostgreSQL CPU {pg_cpu:.1f} s")
     print(f"work orders {orders} = {orders / elapsed:.1f} orders/s  (screen-pop failures {sp.failures}, "
           f"handler errors {handler_errors})")
     print(f"peak RSS: service {rss_service:.0f} MB, simulator {final['sim_rss_mb']:.0f} MB, clients "

@@ -228,6 +228,29 @@ class AuthStore:
         self.ip_max_failures = ip_max_failures
         self.window = window
         self._dummy_hash: str | None = None
+        # open websockets by session: closed when the session ends (logout)
+        self._sockets: dict[str, set[Callable[[], None]]] = {}
+        self.socket_recheck_s = 30.0  # and re-checked this often (expiry, a user disabled, logout on another node)
+
+    def watch_socket(self, token: str, close: Callable[[], None]) -> Callable[[], None]:
+        """Register an open websocket of this session; returns the unregister."""
+        key = _token_hash(token)
+        self._sockets.setdefault(key, set()).add(close)
+
+        def unwatch() -> None:
+            closers = self._sockets.get(key)
+            if closers is not None:
+                closers.discard(close)
+                if not closers:
+                    self._sockets.pop(key, None)
+        return unwatch
+
+    def _close_sockets(self, token: str) -> None:
+        for close in list(self._sockets.pop(_token_hash(token), ())):
+            try:
+                close()
+            except Exception:
+                log.exception("ws_close_on_logout_failed")
 
     @property
     def pool(self):
@@ -356,6 +379,7 @@ class AuthStore:
     async def end_session(self, token: str) -> None:
         async with self.pool.acquire() as conn:
             await conn.execute("DELETE FROM auth_sessions WHERE token_hash = $1", _token_hash(token))
+        self._close_sockets(token)  # a page left open must not go on receiving screen-pops
 
 
 auth_store_key = web.AppKey("auth_store", AuthStore)
@@ -413,9 +437,44 @@ async def auth_middleware(request: web.Request, handler):
         sent = request.headers.get("X-CSRF-Token", "")
         if not sent or not hmac.compare_digest(sent.encode(), csrf.encode()):
             return json_error(403, "csrf", "页面已过期,请刷新后重试 / missing or bad CSRF token, reload the page")
-    if request.headers.get("Upgrade", "").lower() == "websocket" and not _same_origin(request):
-        return forbidden(request, "跨站连接被拒绝 / cross-site websocket refused", code="bad_origin")
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        if not _same_origin(request):
+            return forbidden(request, "跨站连接被拒绝 / cross-site websocket refused", code="bad_origin")
+        return await _websocket_in_session(request, handler, store, token)
     return await handler(request)
+
+
+async def _websocket_in_session(request: web.Request, handler, store: "AuthStore", token: str):
+    """A websocket lives only as long as its session: closed at logout at
+    once, and when a periodic re-check finds the session gone (expired, the
+    user disabled, logged out through another node)."""
+    transport = request.transport
+
+    def close() -> None:
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    unwatch = store.watch_socket(token, close)
+
+    async def recheck() -> None:
+        while True:
+            await asyncio.sleep(store.socket_recheck_s)
+            try:
+                still = await store.lookup(token)
+            except Exception as exc:  # database trouble is not a logout: keep the page
+                log.warning("ws_session_recheck_failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            if still is None:
+                log.info("ws_closed_session_ended", user=request[principal_key].username)
+                close()
+                return
+
+    checker = asyncio.create_task(recheck())
+    try:
+        return await handler(request)
+    finally:
+        checker.cancel()
+        unwatch()
 
 
 # --- pages and API ----------------------------------------------------------

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from cti.app import build_app
 from cti.auth import (
-    COOKIE, AuthStore, Principal, Role, TooManyAttempts, auth_rule, create_demo_accounts, make_hasher,
+    COOKIE, AuthStore, Principal, Role, TooManyAttempts, auth_rule, auth_store_key, create_demo_accounts, make_hasher,
     route_rule, undecorated_routes,
 )
 from cti.config import load_config
@@ -448,3 +448,33 @@ async def test_an_agent_reads_and_saves_only_their_own_screen_pop_orders(db_url)
             assert r.status == 200 and (await r.json())["agent"] == "1001"
         async with http.post(url, json=body) as r:
             assert r.status == 200, await r.text()
+
+
+async def test_logging_out_closes_the_sessions_open_websockets_and_a_dead_session_is_found(db_url):
+    """A desk left open after logout must not go on receiving screen-pops;
+    a session that ends elsewhere (expiry, another node) is found by the
+    periodic re-check."""
+    async with running_service(db_url) as svc:
+        store = svc.app[auth_store_key]
+        async with aiohttp.ClientSession() as http, aiohttp.ClientSession() as other:
+            await svc.login(http, "agent1001")
+            await svc.login(other, "agent1002")
+            ws = await http.ws_connect(f"{svc.base_url}/ws/agent/1001")
+            ws2 = await other.ws_connect(f"{svc.base_url}/ws/agent/1002")
+            assert (await ws.receive_json(timeout=5))["type"] == "hello"
+            async with http.post(f"{svc.base_url}/api/logout") as r:
+                assert r.status == 200
+            msg = await ws.receive(timeout=5)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+            assert (await ws2.receive_json(timeout=5))["type"] == "hello"  # the other session is untouched
+            assert not ws2.closed
+
+            store.socket_recheck_s = 0.2  # the next re-check comes soon
+            ws3 = await other.ws_connect(f"{svc.base_url}/ws/agent/1002")
+            async with store.pool.acquire() as conn:
+                await conn.execute("DELETE FROM auth_sessions")  # ended through another node / expired
+            while True:
+                msg = await ws3.receive(timeout=5)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
