@@ -60,10 +60,6 @@ class Hub:
                     sub.queue.put_nowait(json.dumps(m, ensure_ascii=False, default=str))
         return sub
 
-    def current_pop(self, topic: str) -> dict[str, Any] | None:
-        cur = self._current.get(topic)
-        return cur[0] if cur is not None else None
-
     def _remember(self, topic: str, message: dict[str, Any]) -> None:
         if not topic.startswith("agent:"):
             return

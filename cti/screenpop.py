@@ -47,18 +47,15 @@ def call_row(call: Call, customer_id: int | None = None) -> dict[str, Any]:
     }
 
 
-async def upsert_call(conn: asyncpg.Connection, call: Call, customer_id: int | None = None) -> None:
-    await upsert_call_row(conn, call_row(call, customer_id))
-
-
-_UPSERT_CALL = """INSERT INTO calls (linkedid, caller_num, caller_num_norm, caller_name, customer_id, ivr_choice,
+_INSERT_CALL = """INSERT INTO calls (linkedid, caller_num, caller_num_norm, caller_name, customer_id, ivr_choice,
                               outage_id, queue, agent, state, outcome, hangup_cause, started_at, queued_at,
                               answered_at, ended_at, hold_time_s, talk_time_s, close_reason)
-           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,coalesce($13, now()),$14,$15,$16,$17,$18,$19)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,coalesce($13, now()),$14,$15,$16,$17,$18,$19)"""
+_KEEP_CUSTOMER = "customer_id = coalesce(EXCLUDED.customer_id, calls.customer_id)"
+_UPSERT_CALL = _INSERT_CALL + f"""
            ON CONFLICT (linkedid) DO UPDATE SET
                caller_num = EXCLUDED.caller_num, caller_num_norm = EXCLUDED.caller_num_norm,
-               caller_name = EXCLUDED.caller_name,
-               customer_id = coalesce(EXCLUDED.customer_id, calls.customer_id),
+               caller_name = EXCLUDED.caller_name, {_KEEP_CUSTOMER},
                ivr_choice = EXCLUDED.ivr_choice, outage_id = EXCLUDED.outage_id,
                queue = EXCLUDED.queue, agent = EXCLUDED.agent, state = EXCLUDED.state,
                outcome = EXCLUDED.outcome, hangup_cause = EXCLUDED.hangup_cause,
@@ -66,11 +63,6 @@ _UPSERT_CALL = """INSERT INTO calls (linkedid, caller_num, caller_num_norm, call
                ended_at = EXCLUDED.ended_at, hold_time_s = EXCLUDED.hold_time_s,
                talk_time_s = EXCLUDED.talk_time_s, close_reason = EXCLUDED.close_reason,
                updated_at = now()"""
-
-
-def upsert_call_sql(first_param: int = 1) -> str:
-    """The call-row upsert with its 19 parameters numbered from ``first_param``."""
-    return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + first_param - 1}", _UPSERT_CALL)
 
 
 def upsert_call_args(r: dict[str, Any]) -> tuple[Any, ...]:
@@ -81,15 +73,13 @@ def upsert_call_args(r: dict[str, Any]) -> tuple[Any, ...]:
 
 
 # The screen-pop's own write of the call row, in the draft's statement (the
-# draft insert takes $1..$16, the row follows): it makes the row the draft
-# references if the call recorder has not written it yet, and otherwise only
-# adds the customer.  It must never overwrite the state: the recorder's
-# buffer runs in event order ahead of the per-call handlers, so under load
-# the call may already be recorded as ended when its pop is made.
-_CALL_BEFORE_DRAFT = re.sub(
-    r"ON CONFLICT \(linkedid\) DO UPDATE SET.*\Z",
-    "ON CONFLICT (linkedid) DO UPDATE SET customer_id = coalesce(EXCLUDED.customer_id, calls.customer_id)",
-    upsert_call_sql(17), flags=re.S)
+# draft insert takes $1..$16, the row's 19 parameters follow): it makes the
+# row the draft references if the call recorder has not written it yet, and
+# otherwise only adds the customer.  It must never overwrite the state: the
+# recorder's buffer runs in event order ahead of the per-call handlers, so
+# under load the call may already be recorded as ended when its pop is made.
+_CALL_BEFORE_DRAFT = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + 16}", _INSERT_CALL) + (
+    f" ON CONFLICT (linkedid) DO UPDATE SET {_KEEP_CUSTOMER}")
 
 
 async def upsert_call_row(conn: asyncpg.Connection, r: dict[str, Any]) -> None:
