@@ -11,6 +11,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from .aio import stop_task
 from .events import AgentEvent, ChannelEvent, DomainEvent, UnknownEvent
 from .frame import Frame
 from .logs import bind_call, clear_call, get_logger
@@ -115,14 +116,8 @@ class CallPipeline:
                                  for i, q in enumerate(self._shards)]
 
     async def stop(self) -> None:
-        tasks = ([self._task] if self._task is not None else []) + self._shard_tasks
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
+        for t in ([self._task] if self._task is not None else []) + self._shard_tasks:
+            await stop_task(t)
         self._task = None
         self._shard_tasks = []
 

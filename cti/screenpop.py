@@ -16,6 +16,7 @@ import asyncpg
 from tickets import repository as orders
 from tickets.model import DraftRequest, RecentOrder, build_draft_fields
 
+from .aio import stop_task
 from . import customer_repo
 from .events import (AgentCalled, AgentCompleted, AgentConnected, AgentRingNoAnswer, CallerAbandoned,
                      ChannelCreated, ChannelHungUp, ChannelSnapshot, DomainEvent)
@@ -232,11 +233,7 @@ class CallRecorder:
             await asyncio.wait_for(self.flush(), 10)
         except asyncio.TimeoutError:
             log.warning("call_rows_left_unwritten", rows=len(self._rows))
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        await stop_task(self._task)
         self._task = None
         if self._rows:  # the database never came back: keep them on disk
             rows, self._rows = list(self._rows.values()), {}

@@ -37,6 +37,7 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
+from .aio import stop_task
 from .logs import get_logger
 
 log = get_logger("hotline.spool")
@@ -278,13 +279,8 @@ class SpoolReplayer:
                 self.spool.wakeup.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         delay = self.min_backoff

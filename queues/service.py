@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
+from cti.aio import stop_task
 from cti.ami import AmiActionError, AmiDisconnected, AmiTimeout, HotlineManager
 from cti.hub import Hub
 from cti.logs import get_logger
@@ -101,13 +102,8 @@ class WallboardService:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="wallboard-push")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     def _on_board_change(self) -> None:
         self._dirty.set()

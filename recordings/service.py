@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import asyncpg
 
+from cti.aio import stop_task
 from cti.events import AgentConnected, ChannelHungUp, RecordingStarted, RecordingStopped
 from cti.logs import get_logger
 
@@ -312,13 +313,8 @@ class RecordingWorker:
             self._task = asyncio.create_task(self._run(), name="recording-worker")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

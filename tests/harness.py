@@ -119,6 +119,17 @@ async def login_page(page, svc, username: str = "supervisor", **kw) -> None:
     await svc.auth.login_page(page, username, **kw)
 
 
+async def until(pred, timeout: float = 10.0, step: float = 0.02) -> bool:
+    """Wait for a condition (never a fixed sleep as an assertion)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if pred():
+            return True
+        await asyncio.sleep(step)
+    return pred()
+
+
 class Service:
     def __init__(self, app: web.Application, base_url: str):
         self.app = app

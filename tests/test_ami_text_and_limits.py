@@ -22,6 +22,8 @@ from cti.frame import Frame, FrameReader
 from cti.logs import setup_logging
 from cti.pipeline import CallPipeline
 
+from .harness import until
+
 AGENT_CALLED = (
     "Event: AgentCalled\r\nPrivilege: agent,all\r\n"
     "Channel: Local/repair@hotline-00000001;2\r\nChannelState: 6\r\nChannelStateDesc: Up\r\n"
@@ -94,14 +96,8 @@ class ScriptedAsterisk:
             return
 
 
-async def _until(pred, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return True
-        await asyncio.sleep(0.005)
-    return pred()
+async def _until(pred, timeout=5.0, step=0.005):
+    return await until(pred, timeout, step)
 
 
 @pytest.fixture

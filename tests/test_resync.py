@@ -21,17 +21,12 @@ from cti.resync import ENDED_WHILE_DISCONNECTED, TrackerView, install_resync, re
 from cti.simulator import CallSpec, PbxSimulator
 from cti.tracker import CallState, CallTracker
 
-from .harness import running_service
+from .harness import running_service, until
+
 
 
 async def _until(pred, timeout=10.0, step=0.02):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return True
-        await asyncio.sleep(step)
-    return pred()
+    return await until(pred, timeout, step)
 
 
 def _linkedid_of(sim: PbxSimulator, caller_num: str) -> str:

@@ -70,7 +70,7 @@ from cti.simulator import CallSpec, CdrPgsqlWriter
 from cti.tracker import Call, CallState, CallTracker
 from cti.web import hub_key
 
-from .harness import running_service
+from .harness import running_service, until
 
 QUEUES = ("repair", "complaint", "enquiry")
 AGENTS = tuple(str(2001 + i) for i in range(40))
@@ -82,14 +82,9 @@ GAP_CALLS = 3  # short calls placed inside each gap, ended before it closes
 CDR_RECHECK_S = 0.5  # the service's second CDR pass (30 s in production)
 
 
+
 async def _until(pred, timeout=20.0, step=0.02):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return True
-        await asyncio.sleep(step)
-    return pred()
+    return await until(pred, timeout, step)
 
 
 def _counters(svc, pipeline, manager, resync):
