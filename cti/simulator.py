@@ -32,6 +32,10 @@ the call to ``enquiry`` with ``__IVR_NOTE=ivr-unavailable``, as the
 dialplan's fallback (asterisk-conf/extensions.conf) does.  Without an AGI
 server the IVR is skipped and the CallSpec's values are used, as before.
 
+Optionally (``event_filters``, off by default) the sessions get only the
+events that the AMI user's manager.conf ``eventfilter`` lines let through,
+with Asterisk's rules (:class:`AmiEventFilter`, :func:`load_manager_eventfilters`).
+
 Optionally (``cdr_sink``, off by default) every finished call also posts
 the CDR rows Asterisk's cdr_pgsql would write (:class:`CdrPgsqlWriter`
 inserts them into the ``cdr`` table); nothing on AMI changes.
@@ -51,12 +55,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import random
+import re
 import secrets
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from cti.agi_peer import AgiTranscript, AsteriskAgiPeer, agi_environment
@@ -279,6 +286,7 @@ class _Session:
     event_classes: frozenset[str] | None = None  # None = no events
     closing: bool = False
     sender: asyncio.Task | None = None
+    event_filter: "AmiEventFilter | None" = None  # the user's eventfilter lines, taken at login
 
     def wants(self, privilege: str) -> bool:
         if not self.authenticated or self.event_classes is None:
@@ -314,6 +322,207 @@ def agent_of(interface: str) -> str:
     return interface.partition("/")[2].partition("@")[0] or interface
 
 
+# ------------------------------------------------------- manager.conf eventfilter
+# Asterisk's legacy ``eventfilter = [!]<regex>`` (main/manager.c: match_filter,
+# whitefilter_cmp_fn/blackfilter_cmp_fn; since late 2024 should_send_event,
+# filter_cmp_fn, match_eventdata): the POSIX regex is searched (unanchored)
+# in the whole text of the event as queued for the sessions -- "Event: X",
+# "Privilege: ...", every header, the blank line -- and only for events
+# (manager_event); responses and the list events of an action are written to
+# the session directly and never filtered.  No filters: all; includes only:
+# an event passes when one matches; excludes only: when none matches; both:
+# when an include matches and no exclude does.  The current manager.c compiles
+# the regex REG_EXTENDED (emulated here); Asterisk 13's compiled it *basic*.
+
+_POSIX_CLASSES = {
+    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "0-9a-zA-Z", "upper": "A-Z", "lower": "a-z",
+    "space": " \\t\\n\\r\\f\\v", "blank": " \\t", "xdigit": "0-9A-Fa-f", "cntrl": "\\x00-\\x1f\\x7f",
+    "print": "\\x20-\\x7e", "graph": "\\x21-\\x7e", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+}
+
+
+def _posix_ere(pattern: str) -> re.Pattern:
+    """A POSIX extended regex (glibc, no REG_NEWLINE, C locale) as a Python
+    regex over text decoded as latin-1 (one character per byte, as regexec
+    sees it): ``.`` matches a newline, ``^``/``$`` only the start/end of the
+    whole event, bracket expressions take ``[:class:]`` and a backslash in
+    them is literal.  Raises ValueError for what it does not emulate."""
+    pattern = pattern.encode("utf-8").decode("latin-1")  # bytes, like the text it is searched in
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= n:
+                raise ValueError(f"trailing backslash in {pattern!r}")
+            d = pattern[i + 1]
+            out.append({"<": r"\b", ">": r"\b", "`": r"\A", "'": r"\Z"}.get(
+                d, "\\" + d if d in "wWsSbB123456789" else re.escape(d)))
+            i += 2
+        elif c == "[":
+            j = i + 1
+            neg = j < n and pattern[j] == "^"
+            j += neg
+            items: list[str] = []
+            first = True
+            while True:
+                if j >= n:
+                    raise ValueError(f"unterminated [ in {pattern!r}")
+                ch = pattern[j]
+                if ch == "]" and not first:
+                    j += 1
+                    break
+                first = False
+                if ch == "[" and j + 1 < n and pattern[j + 1] in ":=.":
+                    kind = pattern[j + 1]
+                    end = pattern.find(kind + "]", j + 2)
+                    if kind != ":" or end < 0 or pattern[j + 2:end] not in _POSIX_CLASSES:
+                        raise ValueError(f"unsupported bracket item in {pattern!r}")
+                    items.append(_POSIX_CLASSES[pattern[j + 2:end]])
+                    j = end + 2
+                elif j + 2 < n and pattern[j + 1] == "-" and pattern[j + 2] != "]":
+                    items.append(re.escape(ch) + "-" + re.escape(pattern[j + 2]))
+                    j += 3
+                else:
+                    items.append(re.escape(ch))
+                    j += 1
+            out.append("[" + ("^" if neg else "") + "".join(items) + "]")
+            i = j
+        elif c == "(" and pattern.startswith("(?", i):
+            raise ValueError(f"'(?' is not POSIX: {pattern!r}")
+        elif c in "*+?}" and out and out[-1] in ("*", "+", "?", "}"):
+            raise ValueError(f"stacked quantifiers are not emulated: {pattern!r}")
+        else:
+            out.append({"$": r"\Z", "^": r"\A"}.get(c, c))
+            i += 1
+    return re.compile("".join(out), re.DOTALL | re.ASCII)
+
+
+# "^Event: NAME" (+ one "[[:space:]]") and the rest: which events a pattern
+# can match is then known from the event name alone
+_NAME_HEAD = re.compile(r"\^Event: ([A-Za-z0-9_]+)(\[\[:space:\]\])?(.*)", re.DOTALL)
+
+
+class _EventPattern:
+    __slots__ = ("source", "regex", "name", "exact", "first_line")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.regex = _posix_ere(source)
+        m = _NAME_HEAD.fullmatch(source)
+        rest = m.group(3) if m else ""
+        if m is None or rest[:1] in ("*", "+", "?", "{") or "|" in rest:
+            self.name, self.exact, self.first_line = None, False, False  # any event may match
+        else:
+            self.name = m.group(1)  # the event name must be this (exact) / start with it
+            self.exact = m.group(2) is not None
+            self.first_line = rest == ""  # decided by the "Event:" line alone
+
+    def may_match(self, event: str) -> bool:
+        if self.name is None:
+            return True
+        if not event.startswith(self.name):
+            return False
+        return not self.exact or len(event) == len(self.name) or event[len(self.name)].isspace()
+
+
+class AmiEventFilter:
+    """One session's ``eventfilter`` lines (legacy form, as in manager.conf:
+    ``[!]<POSIX regex>``), applied the way Asterisk's manager.c does (see the
+    comment above).  :meth:`allows` works out once per event name which
+    patterns can matter (``^Event: Name[[:space:]]`` is decided by the name
+    alone) and searches the event's text only with the others."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.lines = tuple(lines)
+        self.include: list[_EventPattern] = []
+        self.exclude: list[_EventPattern] = []
+        for line in self.lines:
+            neg = line.startswith("!")
+            pattern = line[1:] if neg else line
+            if not pattern:
+                raise ValueError(f"eventfilter {line!r}: a legacy filter needs a pattern")
+            (self.exclude if neg else self.include).append(_EventPattern(pattern))
+        self._plans: dict[str, tuple] = {}
+
+    def _plan(self, event: str) -> tuple:
+        first = f"Event: {event}\r\n"
+        plan = []
+        for pats in (self.include, self.exclude):
+            certain, search = False, []
+            for p in pats:
+                if not p.may_match(event):
+                    continue
+                if p.first_line:
+                    certain = certain or p.regex.search(first) is not None
+                else:
+                    search.append(p.regex)
+            plan += [certain, tuple(search)]
+        return tuple(plan)
+
+    def allows(self, event: str, data: bytes) -> bool:
+        """Whether Asterisk would send this event (``data``: the whole frame
+        as written, ``Event: <event>`` first) to a session with these filters."""
+        if not self.include and not self.exclude:
+            return True
+        plan = self._plans.get(event)
+        if plan is None:
+            plan = self._plans[event] = self._plan(event)
+        inc_certain, inc_search, exc_certain, exc_search = plan
+        text = data.decode("latin-1") if inc_search or exc_search else ""
+        if self.include and not (inc_certain or any(r.search(text) for r in inc_search)):
+            return False
+        return not (exc_certain or any(r.search(text) for r in exc_search))
+
+
+def load_manager_eventfilters(path: str | os.PathLike, user: str) -> list[str]:
+    """The ``eventfilter`` values of ``[user]`` in an Asterisk manager.conf,
+    in file order, templates (``[user](tmpl)``) first, as Asterisk reads them
+    (``;`` comments, ``\\;`` for a literal ``;``, ``;-- --;`` blocks, values
+    stripped).  The advanced form ``eventfilter(...) =`` (late-2024 releases
+    of 20 and 22) is not emulated: ValueError."""
+    sections: dict[str, list[tuple[list[str], list[tuple[str, str]]]]] = {}
+    entries: list[tuple[str, str]] | None = None
+    in_block = False
+    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+        if in_block:
+            in_block = "--;" not in raw
+            continue
+        raw = re.sub(r";--.*?--;", "", raw)
+        if ";--" in raw:
+            in_block = True
+            raw = raw.split(";--", 1)[0]
+        line = re.split(r"(?<!\\);", raw, maxsplit=1)[0].replace("\\;", ";").strip()
+        if not line:
+            continue
+        m = re.fullmatch(r"\[([^\]]+)\](?:\(([^)]*)\))?", line)
+        if m:
+            opts = [o.strip() for o in (m.group(2) or "").split(",") if o.strip() and o.strip() != "!"]
+            entries = []
+            sections.setdefault(m.group(1).strip(), []).append((opts, entries))
+            continue
+        key, sep, value = line.partition("=")
+        if sep and entries is not None:
+            entries.append((key.strip().lower(), value.lstrip(">").strip()))
+
+    def values(name: str, seen: frozenset[str] = frozenset()) -> list[str]:
+        out: list[str] = []
+        for templates, ents in sections.get(name, []):
+            for t in templates:
+                if t not in seen:
+                    out += values(t, seen | {name})
+            for k, v in ents:
+                if k.startswith("eventfilter("):
+                    raise ValueError(f"[{user}]: advanced '{k}' is not emulated by the simulator")
+                if k == "eventfilter":
+                    out.append(v)
+        return out
+
+    if user not in sections:
+        raise KeyError(f"no [{user}] in {path}")
+    return values(user)
+
+
 class PbxSimulator:
     """AMI server + call player.  See the module docstring."""
 
@@ -340,6 +549,7 @@ class PbxSimulator:
         ivr_prompt_s: float = 2.0,
         ivr_key_s: float = 1.5,
         cdr_sink: "CdrSink | None" = None,
+        event_filters: Sequence[str] | None = None,
     ) -> None:
         """``cdr_sink``: where Asterisk's CDR backend would write (off by
         default): called once per finished call with its CDR rows (see
@@ -356,7 +566,12 @@ class PbxSimulator:
         ``dialplan`` like asterisk-conf/extensions.conf
         (``<dir>/<YYYYMMDD>/<linkedid>-<uniqueid>-<queue>-<HHMMSS>.wav``).
         ``write_recordings``: write each recording (a tone as long as the
-        talk) before the recording ends, as MixMonitor would."""
+        talk) before the recording ends, as MixMonitor would.
+        ``event_filters``: the AMI user's ``eventfilter`` lines (legacy form,
+        e.g. :func:`load_manager_eventfilters` of asterisk-conf/manager.conf),
+        applied per session as Asterisk does (:class:`AmiEventFilter`); a
+        session keeps the filters it logged in with.  None (default): every
+        event is sent."""
         if speed <= 0:
             raise ValueError("speed must be > 0")
         if recording_names not in ("trace", "dialplan"):
@@ -389,6 +604,7 @@ class PbxSimulator:
         self._server: asyncio.base_events.Server | None = None
         self._sessions: set[_Session] = set()
         self.on_write: Callable[[bytes], None] | None = None  # observer of every frame written
+        self.event_filter = AmiEventFilter(event_filters) if event_filters else None
         self._handlers: set[asyncio.Task] = set()
         self._calls: set[asyncio.Task] = set()
         self._uid = itertools.count()
@@ -611,9 +827,10 @@ class PbxSimulator:
         else:
             sess.event_classes = frozenset(p.strip() for p in ev.split(",") if p.strip())
         sess.authenticated = True
+        sess.event_filter = self.event_filter
         self._respond(sess, "Success", aid, "Authentication accepted")
         up = str(int(self.now() - self._epoch0))
-        if sess.wants("system,all"):
+        if sess.wants("system,all"):  # written by action_login itself: no eventfilter applies
             self._send(sess, _frame_bytes([
                 ("Event", "FullyBooted"), ("Privilege", "system,all"),
                 ("Uptime", up), ("LastReload", up), ("Status", "Fully Booted")]))
@@ -643,8 +860,16 @@ class PbxSimulator:
         for p in parts:
             headers.extend(p)
         data = _frame_bytes(headers)
+        verdicts: dict[int, bool] = {}  # filter -> allowed (sessions of one user share theirs)
         for s in list(self._sessions):
             if not s.closing and s.wants(privilege):
+                f = s.event_filter
+                if f is not None:
+                    ok = verdicts.get(id(f))
+                    if ok is None:
+                        ok = verdicts[id(f)] = f.allows(event, data)
+                    if not ok:
+                        continue
                 self._send(s, data)
 
     def _snap(self, ch: _Chan, prefix: str = "", vars_: Mapping[str, str] | None = None) -> Headers:
