@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
+from .aio import run as aio_run
 from .config import ConfigError, load_config
 
 
@@ -125,24 +125,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "migrate":
-            return asyncio.run(_migrate(cfg))
+            return aio_run(_migrate(cfg))
         if args.command == "import-customers":
-            return asyncio.run(_import(cfg, args.csv))
+            return aio_run(_import(cfg, args.csv))
         if args.command == "create-user":
-            return asyncio.run(_create_user(cfg, args))
+            return aio_run(_create_user(cfg, args))
         from .app import DemoOptions, demo_config, run
 
         if args.command == "serve":
             if not cfg.ami_secret:
                 return _fail("invalid setting ami_secret: set HOTLINE_AMI_SECRET (or ami_secret in the config file)")
-            asyncio.run(run(cfg))
+            aio_run(run(cfg))
         elif args.command == "demo":
             from dataclasses import replace
 
             cfg = demo_config(cfg)
             if args.port is not None:
                 cfg = replace(cfg, http_port=args.port)
-            asyncio.run(run(cfg, demo=DemoOptions(traffic=not args.no_traffic)))
+            aio_run(run(cfg, demo=DemoOptions(traffic=not args.no_traffic)))
     except DatabaseUnavailable as exc:
         return _fail(str(exc))
     except OSError as exc:

@@ -158,8 +158,16 @@ class HotlineAMIProtocol(AMIProtocol):
     """Splits and decodes whole frames before anything else sees them, and
     correlates our actions by ActionID."""
 
+    def __init__(self, owner: "HotlineManager | None" = None) -> None:
+        super().__init__()
+        self._owner = owner
+
     def connection_made(self, transport):
         super().connection_made(transport)
+        if self._owner is not None:
+            # known before the first byte: uvloop may deliver the banner (and
+            # more) before panoramisk's connect callback sets the factory
+            self.factory = self._owner
         self.reader: FrameReader | None = None
         self.last_read = time.monotonic()
         self.pending: dict[str, _Pending] = {}
@@ -398,7 +406,7 @@ class HotlineManager(Manager):
     def __init__(self, *, frame_sink: FrameSink, on_state: Callable[[str], None] | None = None,
                  backoff: Backoff | None = None, max_frame_bytes: int = 256 * 1024,
                  warn_interval_s: float = 10.0, **config):
-        config.setdefault("protocol_factory", HotlineAMIProtocol)
+        config.setdefault("protocol_factory", lambda: HotlineAMIProtocol(self))
         # panoramisk would re-send unanswered actions after a reconnect; we
         # never do (see send_awaiting_actions), this is belt and braces
         config.setdefault("forgetable_actions", ("ping", "login", "originate", "logoff"))

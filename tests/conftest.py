@@ -11,10 +11,17 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from cti.aio import new_event_loop
 from cti.db import create_pool, migrate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRACES = FIXTURES / "ami-traces"
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """The tests run on the loop the service runs on: uvloop when installed
+    (``HOTLINE_LOOP=asyncio`` for asyncio's own)."""
+    return {"service": new_event_loop}
 
 
 @pytest.fixture(scope="session")
