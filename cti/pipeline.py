@@ -75,6 +75,10 @@ class CallPipeline:
         # awaited by drain() once the shards are empty (write-behind buffers)
         self.flushers: list[Callable[[], Awaitable[None]]] = []
 
+    def backlog(self) -> int:
+        """Frames and events waiting (the ordered worker and the shards)."""
+        return self._queue.qsize() + sum(q.qsize() for q in self._shards)
+
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
 

@@ -35,17 +35,27 @@ async def insert_started(conn: asyncpg.Connection, *, path: str, linkedid: str, 
     return await conn.fetchval("SELECT id FROM recordings WHERE path = $1", path), False
 
 
-async def mark_ended(conn: asyncpg.Connection, rec_id: int, *, ended_at: datetime, reason: str,
-                     agent: str = "", queue: str = "") -> bool:
-    """End a recording once: False when it had already ended."""
-    done = await conn.fetchval(
-        """UPDATE recordings SET ended_at = $2, end_reason = $3,
+_INDEX_COLUMNS = "id, path, linkedid, agent, queue, state, started_at, ended_at"
+
+
+async def end_recording(conn: asyncpg.Connection, rec_id: int, *, ended_at: datetime, reason: str,
+                        agent: str = "", queue: str = "") -> asyncpg.Record | None:
+    """End a recording once.  Returns what indexing needs (the columns of
+    :func:`for_indexing`), or ``None`` when it had already ended."""
+    return await conn.fetchrow(
+        f"""UPDATE recordings SET ended_at = $2, end_reason = $3,
                   agent = CASE WHEN agent = '' THEN $4 ELSE agent END,
                   queue = CASE WHEN queue = '' THEN $5 ELSE queue END,
                   updated_at = now()
             WHERE id = $1 AND ended_at IS NULL
-           RETURNING id""", rec_id, ended_at, reason, agent[:32], queue[:32])
-    return done is not None
+           RETURNING {_INDEX_COLUMNS}""", rec_id, ended_at, reason, agent[:32], queue[:32])
+
+
+async def mark_ended(conn: asyncpg.Connection, rec_id: int, *, ended_at: datetime, reason: str,
+                     agent: str = "", queue: str = "") -> bool:
+    """End a recording once: False when it had already ended."""
+    return await end_recording(conn, rec_id, ended_at=ended_at, reason=reason, agent=agent,
+                               queue=queue) is not None
 
 
 async def pending_index(conn: asyncpg.Connection, *, stale_after_s: float, limit: int = 50) -> list[asyncpg.Record]:
@@ -61,8 +71,7 @@ async def pending_index(conn: asyncpg.Connection, *, stale_after_s: float, limit
 
 async def for_indexing(conn: asyncpg.Connection, rec_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT id, path, linkedid, agent, queue, state, started_at, ended_at FROM recordings WHERE id = $1",
-        rec_id)
+        f"SELECT {_INDEX_COLUMNS} FROM recordings WHERE id = $1", rec_id)
 
 
 async def call_agent(conn: asyncpg.Connection, linkedid: str) -> tuple[str, str]:
@@ -70,35 +79,52 @@ async def call_agent(conn: asyncpg.Connection, linkedid: str) -> tuple[str, str]
     return (row["agent"], row["queue"]) if row else ("", "")
 
 
-async def set_indexed(conn: asyncpg.Connection, rec_id: int, *, duration_s: float, size_bytes: int, sha256: str,
-                      fmt: str, retention_until: datetime, agent: str = "", queue: str = "",
-                      note: str = "") -> bool:
-    return await conn.fetchval(
-        """UPDATE recordings SET state = 'indexed', indexed_at = now(), duration_s = $2, size_bytes = $3,
+_SET_INDEXED = """UPDATE recordings SET state = 'indexed', indexed_at = now(), duration_s = $2, size_bytes = $3,
                   sha256 = $4, format = $5, retention_until = $6, error = $9,
                   ended_at = coalesce(ended_at, now()),
                   agent = CASE WHEN agent = '' THEN $7 ELSE agent END,
                   queue = CASE WHEN queue = '' THEN $8 ELSE queue END,
                   transcode_after = now(), updated_at = now()
-            WHERE id = $1 AND state = 'recording' RETURNING true""",
-        rec_id, duration_s, size_bytes, sha256, fmt, retention_until, agent[:32], queue[:32], note) is not None
+            WHERE id = $1 AND state = 'recording' RETURNING id"""
 
-
-async def set_failed(conn: asyncpg.Connection, rec_id: int, *, state: str, error: str,
-                     retention_until: datetime | None = None, agent: str = "", queue: str = "") -> bool:
-    return await conn.fetchval(
-        """UPDATE recordings SET state = $2, error = $3, indexed_at = now(), retention_until = $4,
+_SET_FAILED = """UPDATE recordings SET state = $2, error = $3, indexed_at = now(), retention_until = $4,
                   ended_at = coalesce(ended_at, now()),
                   agent = CASE WHEN agent = '' THEN $5 ELSE agent END,
                   queue = CASE WHEN queue = '' THEN $6 ELSE queue END, updated_at = now()
-            WHERE id = $1 AND state IN ('recording', 'indexed') RETURNING true""",
-        rec_id, state, error[:1000], retention_until, agent[:32], queue[:32]) is not None
+            WHERE id = $1 AND state IN ('recording', 'indexed') RETURNING id"""
+
+_ORDER_COLUMNS = "order_id, order_no, order_type, status, department, assignee, order_agent, closed_at, updated_at"
+
+# the update and the recording's work orders in one round trip (the view
+# joins on linkedid, which the update does not change)
+_WITH_ORDERS = f"""WITH u AS ({{update}})
+    SELECT u.id AS updated, {', '.join('o.' + c for c in _ORDER_COLUMNS.split(', '))}
+      FROM u LEFT JOIN recording_orders o ON o.recording_id = u.id ORDER BY o.order_id"""
+
+
+async def set_indexed_with_orders(conn: asyncpg.Connection, rec_id: int, *, duration_s: float, size_bytes: int,
+                                  sha256: str, fmt: str, retention_until: datetime, agent: str = "",
+                                  queue: str = "", note: str = "") -> list[asyncpg.Record] | None:
+    """Indexed (it was waiting to be), and :func:`linked_orders`, in one
+    statement: the recording's orders, or ``None`` when it was not waiting."""
+    rows = await conn.fetch(_WITH_ORDERS.format(update=_SET_INDEXED), rec_id, duration_s, size_bytes, sha256,
+                            fmt, retention_until, agent[:32], queue[:32], note)
+    return [r for r in rows if r["order_id"] is not None] if rows else None
+
+
+async def set_failed_with_orders(conn: asyncpg.Connection, rec_id: int, *, state: str, error: str,
+                                 retention_until: datetime | None = None, agent: str = "",
+                                 queue: str = "") -> list[asyncpg.Record] | None:
+    """Missing/corrupt/rejected (from 'recording' or 'indexed'), and
+    :func:`linked_orders`, in one statement; ``None`` when neither."""
+    rows = await conn.fetch(_WITH_ORDERS.format(update=_SET_FAILED), rec_id, state, error[:1000],
+                            retention_until, agent[:32], queue[:32])
+    return [r for r in rows if r["order_id"] is not None] if rows else None
 
 
 async def linked_orders(conn: asyncpg.Connection, rec_id: int) -> list[asyncpg.Record]:
     return await conn.fetch(
-        """SELECT order_id, order_no, order_type, status, department, assignee, order_agent, closed_at, updated_at
-             FROM recording_orders WHERE recording_id = $1 ORDER BY order_id""", rec_id)
+        f"SELECT {_ORDER_COLUMNS} FROM recording_orders WHERE recording_id = $1 ORDER BY order_id", rec_id)
 
 
 def as_linked(rows) -> list[LinkedOrder]:

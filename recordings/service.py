@@ -185,18 +185,18 @@ class RecordingIndexer:
         agent = rec.agent or (call.agent if call is not None else "")
         queue = rec.queue or (call.queue if call is not None else "")
         async with self.pool.acquire() as conn:
-            ended = await repo.mark_ended(conn, rec.rec_id, ended_at=_utc(ts), reason=reason,
-                                          agent=agent, queue=queue)
-        if not ended:
+            row = await repo.end_recording(conn, rec.rec_id, ended_at=_utc(ts), reason=reason,
+                                           agent=agent, queue=queue)
+        if row is None:
             return
         log.info("recording_ended", recording_id=rec.rec_id, path=rec.rel, reason=reason)
-        task = asyncio.get_running_loop().create_task(self._index_soon(rec.rec_id))
+        task = asyncio.get_running_loop().create_task(self._index_soon(rec.rec_id, row))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _index_soon(self, rec_id: int) -> None:
+    async def _index_soon(self, rec_id: int, row=None) -> None:
         try:
-            state = await index_recording(self.pool, self.settings, rec_id)
+            state = await index_recording(self.pool, self.settings, rec_id, row=row)
             if self.on_indexed is not None and state:
                 self.on_indexed(rec_id, state)
         except Exception:  # the worker retries rows left in 'recording'
@@ -212,17 +212,24 @@ class RecordingIndexer:
 
 
 async def index_recording(pool: asyncpg.Pool, settings: RecordingSettings, rec_id: int, *,
-                          retry_delays: tuple[float, ...] | None = None) -> str:
+                          retry_delays: tuple[float, ...] | None = None, row=None) -> str:
     """Check the file of ``rec_id`` and record what it is.  Returns the new
-    state ('' if the row was not waiting to be indexed)."""
-    async with pool.acquire() as conn:
-        row = await repo.for_indexing(conn, rec_id)
-        if row is None or row["state"] != "recording":
+    state ('' if the row was not waiting to be indexed).  ``row``: the
+    recording as :func:`repo.end_recording` returned it (saves a read)."""
+    if row is None or not row["agent"]:
+        async with pool.acquire() as conn:
+            if row is None:
+                row = await repo.for_indexing(conn, rec_id)
+            if row is None or row["state"] != "recording":
+                return ""
+            agent, queue = row["agent"], row["queue"]
+            if not agent:
+                agent, call_queue = await repo.call_agent(conn, row["linkedid"])
+                queue = queue or call_queue
+    else:
+        if row["state"] != "recording":
             return ""
         agent, queue = row["agent"], row["queue"]
-        if not agent:
-            agent, call_queue = await repo.call_agent(conn, row["linkedid"])
-            queue = queue or call_queue
     rel = row["path"]
     loop = asyncio.get_running_loop()
     delays = settings.index_retry_delays if retry_delays is None else retry_delays
@@ -245,26 +252,27 @@ async def index_recording(pool: asyncpg.Pool, settings: RecordingSettings, rec_i
             break
         if attempt < len(delays):  # Asterisk may still be closing the file
             await asyncio.sleep(delays[attempt])
+    # one statement: the new state and the call's work orders; a legal hold
+    # (complaint/report orders) is raised after it -- the retention sweep
+    # checks the orders again before it deletes anything
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            if info is not None:
-                note = "" if info.header_complete else "WAV 头未完成,时长按实际数据计算 / WAV header not finalised"
-                ok = await repo.set_indexed(conn, rec_id, duration_s=info.duration_s, size_bytes=info.size_bytes,
-                                            sha256=info.sha256, fmt=info.format, retention_until=keep_until,
-                                            agent=agent, queue=queue, note=note)
-                state = "indexed"
-            else:
-                assert err is not None
-                state = {"missing": "missing", "rejected": "rejected"}.get(err.kind, "corrupt")
-                ok = await repo.set_failed(conn, rec_id, state=state, error=err.message,
-                                           retention_until=keep_until, agent=agent, queue=queue)
-            if not ok:
-                return ""
-            orders = await repo.linked_orders(conn, rec_id)
-            hold, _open = legal_hold_until(repo.as_linked(orders), settings.retention_days,
-                                           datetime.now(timezone.utc))
-            if hold is not None:
-                await repo.set_hold(conn, rec_id, hold, "complaint/report order")
+        if info is not None:
+            note = "" if info.header_complete else "WAV 头未完成,时长按实际数据计算 / WAV header not finalised"
+            orders = await repo.set_indexed_with_orders(
+                conn, rec_id, duration_s=info.duration_s, size_bytes=info.size_bytes, sha256=info.sha256,
+                fmt=info.format, retention_until=keep_until, agent=agent, queue=queue, note=note)
+            state = "indexed"
+        else:
+            assert err is not None
+            state = {"missing": "missing", "rejected": "rejected"}.get(err.kind, "corrupt")
+            orders = await repo.set_failed_with_orders(conn, rec_id, state=state, error=err.message,
+                                                       retention_until=keep_until, agent=agent, queue=queue)
+        if orders is None:
+            return ""
+        hold, _open = legal_hold_until(repo.as_linked(orders), settings.retention_days,
+                                       datetime.now(timezone.utc))
+        if hold is not None:
+            await repo.set_hold(conn, rec_id, hold, "complaint/report order")
     if info is not None:
         log.info("recording_indexed", recording_id=rec_id, path=rel, duration_s=round(info.duration_s, 2),
                  size_bytes=info.size_bytes, orders=len(orders))
@@ -293,8 +301,12 @@ class RecordingWorker:
 
     def __init__(self, pool: asyncpg.Pool, settings: RecordingSettings, *, writer: Writer = pydub_writer,
                  decoder: Callable[[Path], float] | None = None, interval_s: float = 30.0,
-                 sweep_every_s: float = 3600.0) -> None:
+                 sweep_every_s: float = 3600.0, busy: Callable[[], bool] | None = None) -> None:
         self.pool = pool
+        # transcoding is deferred while busy() says the hotline is (a storm:
+        # the CPU goes to the calls); the originals are kept meanwhile
+        self.busy = busy
+        self.deferred = 0
         self.settings = settings
         self.writer = writer
         self.decoder = decoder
@@ -358,12 +370,26 @@ class RecordingWorker:
         fmt = self.settings.compact_format
         if not fmt:
             return 0
+        if self._busy():
+            return 0
         async with self.pool.acquire() as conn:
             rows = await repo.claim_transcode(conn, limit=self.settings.transcode_batch,
                                               lease_s=self.settings.transcode_lease_s)
         for r in rows:
             await self.transcode_one(r["id"], r["path"], r["duration_s"] or 0.0, r["transcode_attempts"])
         return len(rows)
+
+    def _busy(self) -> bool:
+        try:
+            busy = self.busy is not None and bool(self.busy())
+        except Exception:
+            log.exception("recording_busy_check_failed")
+            return False
+        if busy:
+            self.deferred += 1
+            if self.deferred == 1 or self.deferred % 100 == 0:
+                log.info("recording_transcode_deferred", times=self.deferred)
+        return busy
 
     async def transcode_one(self, rec_id: int, rel: str, duration_s: float, attempts: int) -> bool:
         fmt = self.settings.compact_format

@@ -188,3 +188,46 @@ async def test_database_refuses_traversal_in_stored_paths(pool):
             with pytest.raises(asyncpg.CheckViolationError):
                 await repo.insert_started(conn, path=bad, linkedid="1", uniqueid="1", channel="", queue="",
                                           agent="", started_at=datetime.now(timezone.utc))
+
+
+async def test_transcoding_waits_while_the_hotline_is_busy(pool, tmp_path):
+    s = settings_for(tmp_path / "spool")
+    rec_id = await indexed(pool, s, "20261122/100.7-100.7-repair-120000.wav", linkedid="100.7")
+    storm = [True]
+    worker = RecordingWorker(pool, s, busy=lambda: storm[0])
+    await worker.run_once(sweep=False)
+    r = await get(pool, rec_id)
+    assert r["state"] == "indexed" and not r["original_removed"] and worker.deferred >= 1
+    storm[0] = False  # the storm is over: the copy is made
+    await worker.run_once(sweep=False)
+    r = await get(pool, rec_id)
+    assert r["state"] == "transcoded" and r["original_removed"]
+
+
+async def test_a_failing_busy_check_does_not_stop_transcoding(pool, tmp_path):
+    s = settings_for(tmp_path / "spool")
+    rec_id = await indexed(pool, s, "20261122/100.8-100.8-repair-120000.wav", linkedid="100.8")
+
+    def broken() -> bool:
+        raise RuntimeError("gauge broken")
+
+    await RecordingWorker(pool, s, busy=broken).run_once(sweep=False)
+    assert (await get(pool, rec_id))["state"] == "transcoded"
+
+
+def test_hotline_is_busy_with_a_backlog_or_a_high_event_rate():
+    from recordings.wiring import BusyGauge
+
+    t, events, backlog = [0.0], [0], [0]
+    g = BusyGauge(lambda: events[0], lambda: backlog[0], events_per_s=450, max_backlog=100,
+                  clock=lambda: t[0])
+    t[0], events[0] = 2.0, 600  # 300 events/s: a normal hour
+    assert g() is False
+    t[0], events[0] = 3.0, 1600  # 1000 events/s: a storm
+    assert g() is True
+    t[0] = 3.5  # within the second: the last rate stands
+    assert g() is True
+    t[0], events[0] = 5.0, 1700  # quiet again
+    assert g() is False
+    backlog[0] = 101  # the pipeline cannot keep up
+    assert g() is True
