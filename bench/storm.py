@@ -60,6 +60,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cti.aio import run as aio_run  # noqa: E402  (uvloop when installed, as the service)
+
 QUEUES = ("repair", "complaint", "enquiry")
 AREA = "才湾2号台区"
 AREA_OUTAGE = "STORM-AREA-1"
@@ -159,7 +161,7 @@ async def loadgen(cfg: dict) -> None:
     JSON lines on stdin/stdout."""
     import logging
 
-    from cti.simulator import CallSpec, CdrPgsqlWriter, PbxSimulator
+    from cti.simulator import CallSpec, CdrPgsqlWriter, PbxSimulator, load_manager_eventfilters
 
     logging.disable(logging.WARNING)
     say, hear = await _pipes()
@@ -170,7 +172,10 @@ async def loadgen(cfg: dict) -> None:
     sim = PbxSimulator("127.0.0.1", 0, SIM_USER, SIM_SECRET, speed=cfg["speed"],
                        agents=queues_of | ({"9999": ["parking"]} if cfg["live_calls"] else {}),
                        seed=cfg["seed"], recordings_dir=cfg["recordings_dir"], recording_names="dialplan",
-                       cdr_sink=cdr)
+                       cdr_sink=cdr,
+                       # what a real Asterisk with the shipped manager.conf sends the CTI
+                       event_filters=(load_manager_eventfilters(ROOT / "asterisk-conf" / "manager.conf",
+                                                                "hotline-cti") if cfg["eventfilter"] else None))
     written: dict[tuple[str, str], float] = {}
 
     def on_write(data: bytes) -> None:
@@ -186,6 +191,27 @@ async def loadgen(cfg: dict) -> None:
         written.setdefault((linkedid, agent), t)
 
     sim.on_write = on_write
+    # MixMonitor leaves a file behind, so the service indexes a real WAV (not
+    # a missing one, retried and logged): one short tone, written as bytes
+    if cfg["recordings"]:
+        import io
+        import wave
+
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(bytes(16000))
+        blob = buf.getvalue()
+
+        def write_recording(name: str, seconds: float) -> None:
+            p = Path(name)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(blob)
+
+        sim.write_recordings = True
+        sim._write_recording = write_recording
     port = await sim.start()
     say(port=port)
 
@@ -367,6 +393,8 @@ async def run(args) -> int:
               "live_calls": args.live_calls, "park_rate": args.park_rate}
     state = tempfile.mkdtemp(prefix="hotline-storm-")
     lg_cfg["recordings_dir"] = str(Path(state) / "recordings")
+    lg_cfg["recordings"] = not args.no_recordings
+    lg_cfg["eventfilter"] = not args.no_eventfilter
     lg_cfg["db_url"] = db_url  # the simulator writes Asterisk's CDR rows there
     lg_cfg["cdr"] = not args.no_cdr
     async def spawn(role: str):
@@ -425,7 +453,9 @@ async def run(args) -> int:
     await c_hear()  # clients connected
     print(f"storm: {args.rate:g} calls/s for {args.seconds:g} s, {args.agents} agents, speed {args.speed:g}, "
           f"area share {args.area_share:.0%}, abandon {args.abandon:.0%}, live calls {args.live_calls}, "
-          f"db={'embedded' if embedded else 'DATABASE_URL'}; service and load generator in separate processes",
+          f"db={'embedded' if embedded else 'DATABASE_URL'}, eventfilter {'off' if args.no_eventfilter else 'shipped'}, "
+          f"loop {type(asyncio.get_running_loop()).__module__.split('.')[0]}; service and load generator in "
+          f"separate processes",
           flush=True)
     rss_before = rss_now_mb()
     profiler = None
@@ -592,7 +622,7 @@ async def run(args) -> int:
 
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] in ("--loadgen", "--clients"):
-        asyncio.run((loadgen if sys.argv[1] == "--loadgen" else clients)(json.loads(sys.argv[2])))
+        aio_run((loadgen if sys.argv[1] == "--loadgen" else clients)(json.loads(sys.argv[2])))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rate", type=float, default=50.0, help="new calls per second (default 50)")
@@ -615,9 +645,13 @@ def main() -> int:
     ap.add_argument("--debug-loop", action="store_true", help="list the callbacks that hold the loop > 20 ms")
     ap.add_argument("--no-cdr", action="store_true",
                     help="the simulator writes no CDR rows (calls missed during a link drop are then lost)")
+    ap.add_argument("--no-eventfilter", action="store_true",
+                    help="the simulator sends every event (no manager.conf eventfilter lines)")
+    ap.add_argument("--no-recordings", action="store_true",
+                    help="the simulator writes no recording files (the indexer finds them missing)")
     ap.add_argument("--verbose", action="store_true", help="print the pipeline's backlog every second")
     args = ap.parse_args()
-    return asyncio.run(run(args))
+    return aio_run(run(args))
 
 
 if __name__ == "__main__":
