@@ -419,7 +419,8 @@ async def run(args) -> int:
     from dataclasses import replace
 
     cfg = demo_config(load_config(env={}, http_port=0, state_dir=state, log_level="WARNING", log_json=True,
-                                  db_pool_max=args.pool, node_id="storm"))
+                                  db_pool_max=args.pool, node_id="storm",
+                                  **({"db_pop_pool": args.pop_pool} if args.pop_pool is not None else {})))
     cfg = replace(cfg, ami_port=port, ami_username=SIM_USER, ami_secret=SIM_SECRET)
     app = build_app(cfg, demo=None, dsn=db_url)  # serve mode: the AMI peer is the child's simulator
     app[auth_store_key].hasher = make_hasher(cheap=True)
@@ -638,6 +639,8 @@ def main() -> int:
     ap.add_argument("--live-calls", type=int, default=0, help="memory mode: callers parked in a queue first")
     ap.add_argument("--park-rate", type=float, default=500.0, help="calls/s while parking (default 500)")
     ap.add_argument("--pool", type=int, default=20, help="database pool size")
+    ap.add_argument("--pop-pool", type=int, default=None,
+                    help="connections kept for the screen-pops (default: the service's default)")
     ap.add_argument("--profile", default="", help="write a cProfile of the service's storm to this file")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--async-commit", action="store_true",

@@ -17,9 +17,10 @@ async def stop_task(task: asyncio.Task | None) -> None:
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop (libuv) when installed -- the service's sockets (AMI, FastAGI,
-    PostgreSQL, websockets) cost about half as much CPU per read and write --
-    else asyncio's own loop.  ``HOTLINE_LOOP=asyncio`` forces asyncio's."""
+    """uvloop (libuv) when installed -- in bench/storm.py at 80 calls/s the
+    service spent about a fifth less CPU per AMI event than on asyncio's
+    loop, and its backlog stayed small -- else asyncio's own loop.
+    ``HOTLINE_LOOP=asyncio`` forces asyncio's."""
     import os
 
     if os.environ.get("HOTLINE_LOOP", "").strip().lower() != "asyncio":

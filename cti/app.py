@@ -41,6 +41,22 @@ class DemoOptions:
     accounts: bool = True  # create the demo login accounts (random passwords, printed at start)
 
 
+SHIPPED_MANAGER_CONF = Path(__file__).resolve().parents[1] / "asterisk-conf" / "manager.conf"
+
+
+def _shipped_event_filters(load) -> list[str] | None:
+    """The CTI user's eventfilter lines from the shipped manager.conf: the
+    demo's simulated Asterisk sends what a real one configured with it would
+    (None when the file is not beside the package, e.g. a wheel install)."""
+    if not SHIPPED_MANAGER_CONF.is_file():
+        return None
+    try:
+        return load(SHIPPED_MANAGER_CONF, "hotline-cti") or None
+    except (OSError, ValueError) as exc:
+        log.warning("shipped_eventfilters_unreadable", error=str(exc))
+        return None
+
+
 def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None = None) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     app[config_key] = cfg
@@ -82,7 +98,14 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
             async with pool.acquire() as conn:
                 await migrate(conn)
             app[pool_key] = pool
+            pop_pool = None
+            if cfg.db_pop_pool:
+                pop_pool = await create_pool(url, cfg.db_pop_pool, cfg.db_pop_pool,
+                                             server_settings={"hotline.node": cfg.node_id})
+                app[services_key]["pop_pool"] = pop_pool
             yield
+            if pop_pool is not None:
+                await pop_pool.close()
             await pool.close()
         finally:
             if embedded is not None:
@@ -93,7 +116,7 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
             yield
             return
         from . import customer_repo
-        from .simulator import PbxSimulator
+        from .simulator import PbxSimulator, load_manager_eventfilters
 
         result = await customer_repo.import_customers_file(app[pool_key], DEMO_CUSTOMERS)
         log.info("demo_customers_loaded", customers=len(result.customers), errors=len(result.errors))
@@ -106,7 +129,8 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
                            speed=cfg.sim_speed, agents=demo.agents,
                            recordings_dir=cfg.recordings_dir, recording_names="dialplan", write_recordings=True,
                            agi_host=agi.host if agi is not None else None,
-                           agi_port=agi.port if agi is not None else None)
+                           agi_port=agi.port if agi is not None else None,
+                           event_filters=_shipped_event_filters(load_manager_eventfilters))
         port = await sim.start()
         app[status_key]["simulator_port"] = port
         app[services_key]["simulator"] = sim
@@ -171,8 +195,10 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
             await cache.prewarm(pool, getattr(cfg, "screenpop_cache_prewarm", 2000))
         except Exception as exc:
             log.warning("screenpop_cache_prewarm_failed", error=f"{type(exc).__name__}: {exc}")
-        screenpop = ScreenPopService(pool, app[hub_key], cfg.recent_orders_limit, spool=spool, cache=cache)
+        screenpop = ScreenPopService(pool, app[hub_key], cfg.recent_orders_limit, spool=spool, cache=cache,
+                                     pop_pool=app[services_key].get("pop_pool"))
         pipeline.add_handler(screenpop)
+        pipeline.fast_lane["AgentCalled"] = screenpop.fast_pop
         replayer = SpoolReplayer(spool, pool, {"call": upsert_call_row, "draft": create_draft_record,
                                                "cancel": cancel_drafts_record}, on_applied=screenpop.on_spool_applied)
         app[services_key]["screenpop"] = screenpop

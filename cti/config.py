@@ -42,6 +42,10 @@ class Config:
     database_url: str = ""  # empty → embedded PostgreSQL under state_dir
     db_pool_min: int = 1
     db_pool_max: int = 10
+    # connections kept for the screen-pops alone (lookup + draft), so that
+    # background writes (recordings, call rows, reports) never make a ringing
+    # agent wait for a connection; 0: the pops share the pool above
+    db_pop_pool: int = 12
     state_dir: str = ".state"
     # web
     http_host: str = "127.0.0.1"
@@ -145,6 +149,8 @@ def _validate(cfg: Config) -> None:
         bad("ami_max_frame_bytes", "must be >= 1024")
     if not 1 <= cfg.db_pool_min <= cfg.db_pool_max:
         bad("db_pool_min", "need 1 <= db_pool_min <= db_pool_max")
+    if not 0 <= cfg.db_pop_pool <= 100:
+        bad("db_pop_pool", "need 0 <= db_pop_pool <= 100")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         bad("log_level", "one of DEBUG, INFO, WARNING, ERROR")
     if cfg.database_url and not cfg.database_url.startswith(("postgres://", "postgresql://")):

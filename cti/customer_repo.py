@@ -159,6 +159,49 @@ async def find_by_phone(conn: asyncpg.Connection, raw_number: str | None, *,
     return [_customer(r) for r in await conn.fetch(_FIND_BY_PHONE_SQL, keys, limit)]
 
 
+# The screen-pop's whole read in one round trip: the customer (by the account
+# the IVR identified, else by the caller's number as find_by_phone ranks
+# them) and the caller's recent work orders (tickets.repository.recent_orders:
+# by that customer or by the number, drafts never saved left out).
+_FIND_CALLER_SQL = f"""
+WITH by_account AS (
+    SELECT c.id, 0 AS rank FROM customers c WHERE $1 <> '' AND c.account_no = $1
+), by_phone AS (
+    SELECT p.customer_id AS id, 1 + min(array_position($2::text[], p.phone)) AS rank
+      FROM customer_phones p
+     WHERE p.phone = ANY($2::text[]) AND NOT EXISTS (SELECT 1 FROM by_account)
+     GROUP BY p.customer_id
+), chosen AS (
+    SELECT x.id FROM (SELECT id, rank FROM by_account UNION ALL SELECT id, rank FROM by_phone) x
+      JOIN customers c ON c.id = x.id
+     ORDER BY x.rank, c.updated_at DESC, c.id DESC LIMIT 1
+), found AS (
+    {_SELECT} JOIN chosen ON chosen.id = c.id
+)
+SELECT f.*, ARRAY(
+    SELECT ROW(w.order_no, w.order_type, w.status, w.created_at, w.description)
+      FROM work_orders w
+     WHERE $4 > 0 AND w.status <> 'draft' AND coalesce(w.linkedid, '') <> $5
+       AND ((f.id IS NOT NULL AND w.customer_id = f.id) OR ($3 <> '' AND w.caller_num_norm = $3))
+     ORDER BY w.created_at DESC LIMIT $4) AS recent
+  FROM (SELECT 1) one LEFT JOIN found f ON true
+"""
+
+
+async def find_caller(conn: asyncpg.Connection, *, account: str, raw_number: str | None, phone: str,
+                      recent_limit: int = 5, exclude_linkedid: str = "",
+                      area_code: str | None = None) -> tuple[Customer | None, list[tuple]]:
+    """What the screen-pop shows, in one statement: the customer (``account``
+    first, then the number as :func:`find_by_phone`) and the caller's recent
+    work orders as ``(order_no, order_type, status, created_at, description)``
+    tuples, newest first (``phone``: the normalised national number)."""
+    keys = lookup_keys(raw_number, area_code=area_code) if raw_number else []
+    row = await conn.fetchrow(_FIND_CALLER_SQL, str(account or "").strip(), keys or [], phone or "",
+                              max(0, recent_limit), exclude_linkedid or "")
+    customer = _customer(row) if row["id"] is not None else None
+    return customer, [tuple(r) for r in row["recent"]]
+
+
 async def get_customer(conn: asyncpg.Connection, customer_id: int) -> Customer | None:
     rec = await conn.fetchrow(_SELECT + " WHERE c.id = $1", customer_id)
     return _customer(rec) if rec else None

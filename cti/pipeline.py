@@ -71,9 +71,15 @@ class CallPipeline:
         self.high_water = max(1, max_queue // 5)
         self.low_water = max(0, max_queue // 50)
         self._pressed = False
-        self.slice_s = 0.002  # the ordered worker yields to the loop at least this often
+        self.slice_s = 0.0005  # the ordered worker yields to the loop at least this often
         # awaited by drain() once the shards are empty (write-behind buffers)
         self.flushers: list[Callable[[], Awaitable[None]]] = []
+        # The fast lane: AMI event name -> hook called with the typed event as
+        # soon as its frame is read, ahead of any backlog (the screen-pop's
+        # AgentCalled).  The frame still takes the ordered path afterwards;
+        # a hook must only start work that its ordered handler waits for.
+        self.fast_lane: dict[str, Callable[[DomainEvent], None]] = {}
+        self._fast_normaliser = Normaliser()
 
     def backlog(self) -> int:
         """Frames and events waiting (the ordered worker and the shards)."""
@@ -85,8 +91,20 @@ class CallPipeline:
     # called synchronously from the AMI protocol
     def feed(self, frame: Frame, received_at: float | None = None) -> None:
         self.stats.frames += 1
+        if received_at is None:
+            received_at = time.time()
+        if self.fast_lane:
+            headers = frame.headers
+            hook = self.fast_lane.get(headers[0][1]) if headers and headers[0][0] == "Event" else None
+            if hook is not None:
+                event = self._fast_normaliser(frame, received_at)
+                if event is not None and not isinstance(event, UnknownEvent):
+                    try:
+                        hook(event)
+                    except Exception:
+                        log.exception("fast_lane_failed", ami_event=headers[0][1])
         try:
-            self._queue.put_nowait((frame, received_at if received_at is not None else time.time()))
+            self._queue.put_nowait((frame, received_at))
             if not self._pressed and self.on_backpressure is not None and self._queue.qsize() >= self.high_water:
                 self._pressed = True  # stop reading until the worker catches up (nothing is dropped)
                 self.stats.backpressure += 1

@@ -63,7 +63,25 @@ _UPSERT_CALL = _INSERT_CALL + f"""
                queued_at = EXCLUDED.queued_at, answered_at = EXCLUDED.answered_at,
                ended_at = EXCLUDED.ended_at, hold_time_s = EXCLUDED.hold_time_s,
                talk_time_s = EXCLUDED.talk_time_s, close_reason = EXCLUDED.close_reason,
+               started_at = least(calls.started_at, EXCLUDED.started_at),
                updated_at = now()"""
+
+
+def ringing_call_row(event: AgentCalled, customer_id: int | None = None) -> dict[str, Any]:
+    """The ``calls`` row of a call known only by its AgentCalled (the fast
+    lane): what the caller's channel says.  Written only when the call
+    recorder has not written the row yet; the recorder's next write of the
+    call replaces it (``started_at``, now() here, by the earlier true start)."""
+    chan = event.chan
+    norm = normalise_phone(chan.caller_num)
+    return {
+        "linkedid": event.linkedid, "caller_num": chan.caller_num[:64], "caller_num_norm": norm.national if norm else "",
+        "caller_name": chan.caller_name[:200], "customer_id": customer_id, "ivr_choice": chan.var("IVR_CHOICE")[:32],
+        "outage_id": chan.var("OUTAGE_ID")[:64], "queue": event.queue[:64], "agent": "",
+        "state": CallState.RINGING.value, "outcome": "", "hangup_cause": None,
+        "started_at": None, "queued_at": None, "answered_at": None, "ended_at": None,
+        "hold_time_s": None, "talk_time_s": None, "close_reason": "",
+    }
 
 
 def upsert_call_args(r: dict[str, Any]) -> tuple[Any, ...]:
@@ -305,8 +323,9 @@ class ScreenPopService:
     PENDING_NOTICE = "数据库暂不可用,工单将在数据库恢复后自动保存 / database unavailable: the work order will be saved when it is back"
 
     def __init__(self, pool: asyncpg.Pool, hub: Hub, recent_limit: int = 5, *, spool: Spool | None = None,
-                 cache: LookupCache | None = None) -> None:
+                 cache: LookupCache | None = None, pop_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
+        self.pop_pool = pop_pool  # the pops' own connections (lookup + draft); None: ``pool``
         self.hub = hub
         self.recent_limit = recent_limit
         self.spool = spool
@@ -320,6 +339,16 @@ class ScreenPopService:
         self.pops = 0
         self.failures = 0
         self.spooled_drafts = 0
+        # the fast lane (cti.pipeline.CallPipeline.fast_lane): a first ring of
+        # an agent for a call is popped as soon as its AgentCalled is read,
+        # ahead of the events queued before it; the ordered handler of that
+        # AgentCalled then waits for it (so every later event of the call --
+        # withdrawals included -- comes after the pop) and does not pop again
+        self.fast_lane = True
+        self.max_fast = 500  # pops in flight on the fast lane; more wait for the ordered path
+        self._fast: dict[tuple[str, str], asyncio.Task] = {}
+        self._rung: OrderedDict[tuple[str, str], None] = OrderedDict()  # (linkedid, agent) rung before
+        self.fast_pops = 0
 
     def on_spool_applied(self, rec: SpoolRecord, result: Any) -> None:
         """Replayer hook: the database is back and a spooled write is in."""
@@ -347,6 +376,9 @@ class ScreenPopService:
                 self._drafts.clear()
             self._fresh.add(event.linkedid)  # the call's first channel: its whole life is ahead of us
         elif isinstance(event, AgentCalled):
+            fast = self._fast.pop((event.linkedid, event.agent), None)
+            if fast is not None and await fast:
+                return  # popped on the fast lane
             await self.on_agent_called(event, call)
         elif isinstance(event, AgentConnected):
             await self.on_agent_connected(event)
@@ -383,8 +415,39 @@ class ScreenPopService:
         return bool(mine - {except_agent}) if except_agent is not None else True
 
     def _made_draft(self, linkedid: str, agent: str) -> None:
-        if linkedid in self._fresh:
-            self._drafts.setdefault(linkedid, set()).add(agent)
+        # kept even before the call's first channel is handled (a fast-lane
+        # pop runs ahead of it): once the call is fresh, this must be known
+        self._drafts.setdefault(linkedid, set()).add(agent)
+
+    # --- the fast lane --------------------------------------------------------
+    def fast_pop(self, event: DomainEvent) -> None:
+        """Called by the pipeline as the AgentCalled frame is read.  Only an
+        agent's first ring for a call takes the fast lane: a ring again (after
+        a no-answer) must come after the withdrawal of the first, which may
+        still be queued.  Nothing here is written to the spool: when the
+        database is unreachable (or older writes wait on disk) the ordered
+        path makes the pop, in order with the rest."""
+        if not (self.fast_lane and isinstance(event, AgentCalled) and event.linkedid and event.agent):
+            return
+        key = (event.linkedid, event.agent)
+        if key in self._rung:
+            return
+        self._rung[key] = None
+        if len(self._rung) > 100_000:
+            self._rung.popitem(last=False)
+        if (self.spool is not None and self.spool.pending) or len(self._fast) >= self.max_fast:
+            return
+        self._fast[key] = asyncio.get_running_loop().create_task(self._fast_pop(event))
+
+    async def _fast_pop(self, event: AgentCalled) -> bool:
+        try:
+            popped = await self.on_agent_called(event, None, fast=True)
+        except Exception:
+            log.exception("screen_pop_fast_lane_failed")
+            return False
+        if popped is not None:
+            self.fast_pops += 1
+        return popped is not None
 
     async def late_pop(self, call: Call) -> dict[str, Any]:
         """The agent is talking to a caller whose ring this process never saw
@@ -443,7 +506,11 @@ class ScreenPopService:
             self.hub.publish(f"agent:{a}", {"type": "screen_pop_withdrawn", "linkedid": linkedid,
                                             "reason": reason})
 
-    async def on_agent_called(self, event: AgentCalled, call: Call | None, *, late: bool = False) -> dict[str, Any]:
+    async def on_agent_called(self, event: AgentCalled, call: Call | None, *, late: bool = False,
+                              fast: bool = False) -> dict[str, Any] | None:
+        """The pop.  ``fast`` (the fast lane, no tracked call yet): the call
+        row comes from the event; on any trouble nothing is sent and ``None``
+        returned, for the ordered path to do it."""
         t0 = time.perf_counter()
         agent = event.agent
         # the customer's number is on the caller channel; the member channel says 'enter-queue'
@@ -472,31 +539,34 @@ class ScreenPopService:
         try:
             if self.spool is not None and self.spool.pending:
                 raise _SpoolFirst()  # older writes wait on disk: this one queues behind them
-            async with self.pool.acquire(timeout=5) as conn:
-                customer = None
-                if account:  # the IVR identified the account (e.g. typed in by DTMF)
-                    customer = await customer_repo.get_by_account(conn, account)
-                if customer is None and norm is not None:
-                    found = await customer_repo.find_by_phone(conn, caller_num)
-                    customer = found[0] if found else None
+            async with (self.pop_pool or self.pool).acquire(timeout=5) as conn:
+                # one round trip: the account the IVR identified (e.g. typed
+                # in by DTMF), else the number; and the recent orders
+                customer, recent_rows = await customer_repo.find_caller(
+                    conn, account=account, raw_number=caller_num if norm is not None else None,
+                    phone=phone_key, recent_limit=self.recent_limit, exclude_linkedid=event.linkedid)
                 cust = customer.to_dict() if customer is not None else None
-                recent = await orders.recent_orders(
-                    conn, customer_id=cust["id"] if cust else None, phone=norm.national if norm else "",
-                    limit=self.recent_limit, exclude_linkedid=event.linkedid)
+                recent = [RecentOrder(*r) for r in recent_rows]
                 self._remember(account, phone_key, cust, recent)
                 fields = build_draft_fields(DraftRequest(
                     linkedid=event.linkedid, agent=agent, queue=event.queue, caller_num=caller_num,
                     caller_num_norm=norm.national if norm else "", caller_name=caller_name,
                     ivr_choice=ivr_choice, outage_id=outage_id, customer=cust, recent_orders=tuple(recent)))
-                if call is not None:  # the call row and the draft in one statement
+                if call is not None or fast:  # the call row and the draft in one statement
+                    row = (call_row(call, cust["id"] if cust else None) if call is not None
+                           else ringing_call_row(event, cust["id"] if cust else None))
                     order, created = await orders.create_draft(
                         conn, fields, numbers=self.numbers, before_sql=_CALL_BEFORE_DRAFT,
-                        before_args=upsert_call_args(call_row(call, cust["id"] if cust else None)))
+                        before_args=upsert_call_args(row))
                 else:
                     order, created = await orders.create_draft(conn, fields, numbers=self.numbers)
                 self._made_draft(event.linkedid, agent)
             message.update(customer=cust, recent_orders=[r.to_dict() for r in recent], order=order)
         except Exception as exc:  # database trouble must not cost the agent the caller's number
+            if fast:
+                if not isinstance(exc, _SpoolFirst):
+                    log.warning("screen_pop_fast_lane_deferred", error=f"{type(exc).__name__}: {exc}")
+                return None
             if self.spool is not None and (isinstance(exc, _SpoolFirst) or is_connection_error(exc)):
                 try:
                     await self._spool_pop(event, call, message, account=account, phone_key=phone_key,

@@ -186,3 +186,55 @@ def test_import_command_reports_bad_rows_by_line_and_keeps_good_ones(db_url, cap
     assert "imported 3 customers" in out.out
     for line in (3, 5, 6):
         assert f"line {line}:" in out.err
+
+
+async def test_find_caller_gives_what_the_account_number_and_recent_order_lookups_give(pool):
+    """The screen-pop's one-statement read equals the lookups it replaces:
+    get_by_account, else find_by_phone's first, then recent_orders."""
+    from cti.customer_repo import find_caller
+    from cti.phone import normalise_phone
+    from tickets import repository as orders
+    from tickets.model import DraftRequest, RecentOrder, build_draft_fields
+
+    await import_customers_file(pool, DEMO)
+    async with pool.acquire() as conn:
+        zhang = (await find_by_phone(conn, "13800138000"))[0]
+        # orders: zhang's by customer id, an unknown number's by number, a
+        # draft never saved (hidden), the current call's own (excluded)
+        for i, (num, cust, status, linkedid) in enumerate([
+                ("13800138000", zhang, "accepted", "9.1"), ("13800138000", zhang, "closed", "9.2"),
+                ("13900000001", None, "accepted", "9.3"), ("13900000001", None, "draft", "9.4"),
+                ("13800138000", zhang, "accepted", "9.5")]):
+            n = normalise_phone(num)
+            await conn.execute("INSERT INTO calls (linkedid) VALUES ($1)", linkedid)
+            fields = build_draft_fields(DraftRequest(
+                linkedid=linkedid, agent="1001", queue="repair", caller_num=num, caller_num_norm=n.national,
+                caller_name="", ivr_choice="repair", outage_id="",
+                customer=cust.to_dict() if cust else None, recent_orders=()))
+            order, _ = await orders.create_draft(conn, fields)
+            await conn.execute("UPDATE work_orders SET status = $2, created_at = now() + make_interval(secs => $3) "
+                               "WHERE id = $1", order["id"], status, i)
+        cases = [("", "13800138000"), ("", "+86 138 0013 8000"), (zhang.account_no, "13900000001"),
+                 ("no-such-account", "13800138000"), ("", "13900000001"), ("", "(0773) 555 0120"),
+                 ("", None), ("", "'; DROP TABLE customers; --"), ("", "13700000000")]
+        for account, raw in cases:
+            for limit in (5, 1, 0):
+                norm = normalise_phone(raw)
+                phone = norm.national if norm else ""
+                expect = await get_by_account(conn, account) if account else None
+                if expect is None and norm is not None:
+                    found = await find_by_phone(conn, raw)
+                    expect = found[0] if found else None
+                expect_recent = await orders.recent_orders(
+                    conn, customer_id=expect.id if expect else None, phone=phone, limit=limit,
+                    exclude_linkedid="9.5")
+                got, recent = await find_caller(conn, account=account, raw_number=raw if norm else None,
+                                                phone=phone, recent_limit=limit, exclude_linkedid="9.5")
+                assert got == expect, (account, raw)
+                assert [RecentOrder(*r) for r in recent] == expect_recent, (account, raw, limit)
+        # the cases above are not vacuous
+        got, recent = await find_caller(conn, account="", raw_number="13800138000", phone="13800138000",
+                                        exclude_linkedid="9.5")
+        assert got == zhang and [r[2] for r in recent] == ["closed", "accepted"]
+        got, recent = await find_caller(conn, account="", raw_number="13900000001", phone="13900000001")
+        assert got is None and [r[2] for r in recent] == ["accepted"]

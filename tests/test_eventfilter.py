@@ -582,13 +582,14 @@ async def test_each_session_keeps_the_filters_it_logged_in_with():
 
 # ===================================================== end to end (service)
 def _with_filters(monkeypatch, filters) -> list[bytes]:
-    """The demo service builds its PbxSimulator itself: hand it the filters,
-    and keep what it writes."""
+    """The demo service builds its PbxSimulator itself (with the shipped
+    filters): hand it these filters instead, and keep what it writes."""
     written: list[bytes] = []
 
     class Filtered(PbxSimulator):
         def __init__(self, *a, **kw):
-            super().__init__(*a, event_filters=filters, **kw)
+            kw["event_filters"] = filters
+            super().__init__(*a, **kw)
             self.on_write = written.append
 
     monkeypatch.setattr(simulator_module, "PbxSimulator", Filtered)
@@ -696,3 +697,12 @@ async def test_resync_and_click_to_call_are_the_same_through_the_shipped_filters
     assert len(full["members after resync"]) == 7
     assert full["originate"] == ("OriginateResponse", "Success", "4")
     assert full["originate responses"] == [("c2c-1", "Success", 4)]
+
+
+def test_the_demo_simulator_sends_what_the_shipped_manager_conf_lets_through():
+    from cti.app import SHIPPED_MANAGER_CONF, _shipped_event_filters
+    from cti.simulator import load_manager_eventfilters
+
+    got = _shipped_event_filters(load_manager_eventfilters)
+    assert got and got == load_manager_eventfilters(SHIPPED_MANAGER_CONF, "hotline-cti")
+    assert any("AgentCalled" in f for f in got)
