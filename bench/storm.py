@@ -645,7 +645,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--async-commit", action="store_true",
                     help="experiment: synchronous_commit=off on the server (not how the service runs)")
-    ap.add_argument("--debug-loop", action="store_true", help="list the callbacks that hold the loop > 20 ms")
+    ap.add_argument("--debug-loop", action="store_true", help="list the callbacks that hold the loop > 20 ms (runs on asyncio's loop)")
     ap.add_argument("--no-cdr", action="store_true",
                     help="the simulator writes no CDR rows (calls missed during a link drop are then lost)")
     ap.add_argument("--no-eventfilter", action="store_true",
@@ -654,6 +654,8 @@ def main() -> int:
                     help="the simulator writes no recording files (the indexer finds them missing)")
     ap.add_argument("--verbose", action="store_true", help="print the pipeline's backlog every second")
     args = ap.parse_args()
+    if args.debug_loop:  # slow-callback reports come from asyncio's own loop (uvloop has none)
+        os.environ["HOTLINE_LOOP"] = "asyncio"
     return aio_run(run(args))
 
 
