@@ -320,7 +320,9 @@ async def clients(cfg: dict) -> None:
     base = go["base"]
     agents = agent_ids(cfg["agents"])
     received: dict[tuple[str, str], list[float]] = defaultdict(list)
-    in_service: list[float] = []  # the pop's own elapsed_ms (lookup + draft in the service)
+    in_service: list[float] = []  # the pop's own elapsed_ms (the lookup in the service)
+    drafted: dict[tuple[str, str], float] = {}  # when the pop's saved draft (its number) arrived
+    pending: set[tuple[str, str]] = set()  # pops that came before their draft
     sessions: list[aiohttp.ClientSession] = []
     sockets = []
     for agent in agents:
@@ -338,12 +340,20 @@ async def clients(cfg: dict) -> None:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             t = time.perf_counter()
-            if '"screen_pop"' not in msg.data[:40]:
+            if '"screen_pop' not in msg.data[:40]:
                 continue
             data = json.loads(msg.data)
-            if data.get("type") == "screen_pop":
-                received[(data["linkedid"], data["agent"])].append(t)
+            kind = data.get("type")
+            key = (data.get("linkedid"), data.get("agent"))
+            if kind == "screen_pop":
+                received[key].append(t)
                 in_service.append(data.get("elapsed_ms") or 0.0)
+                if data.get("order") is not None:
+                    drafted.setdefault(key, t)
+                elif data.get("order_pending"):
+                    pending.add(key)
+            elif kind == "screen_pop_update" and data.get("order"):
+                drafted.setdefault(key, t)
 
     readers = [asyncio.create_task(reader(ws)) for ws in sockets]
     say(ready=True)
@@ -356,6 +366,7 @@ async def clients(cfg: dict) -> None:
     for s in sessions:
         await s.close()
     say(received=[[k[0], k[1], v] for k, v in received.items()], in_service=in_service,
+        drafted=[[k[0], k[1], v] for k, v in drafted.items()], pending=[list(k) for k in pending],
         clients_rss_mb=peak_rss_mb(), clients_cpu_s=cpu_s())
 
 
@@ -579,8 +590,11 @@ async def run(args) -> int:
                 if r["outcome"] in ("answered", "caller_hangup") and r["agent"]]
     pop_loss = sum(1 for key in answered if len(received.get(key, ())) != 1)
     extra_pops = sum(len(v) - 1 for v in received.values() if len(v) > 1)
+    drafted = {(a, b): t for a, b, t in final["drafted"]}
+    missing_drafts = sum(1 for key in answered if key in received and key not in drafted)
     await conn.close()
     lat = [(received[k][0] - written[k]) * 1000 for k in answered if k in written and received.get(k)]
+    lat_draft = [(drafted[k] - written[k]) * 1000 for k in answered if k in written and k in drafted]
     sp = app[services_key]["screenpop"]
     handler_errors = pipeline.stats.handler_errors
     await runner.cleanup()
@@ -590,7 +604,7 @@ async def run(args) -> int:
     failures = final["failures"]
     for f in failures[:5]:
         print("  call failed:", f, file=sys.stderr)
-    lost = missing_records + open_calls + wrong_outcome + pop_loss + len(failures) + extra_pops
+    lost = missing_records + open_calls + wrong_outcome + pop_loss + len(failures) + extra_pops + missing_drafts
     print(f"calls placed {done['n_calls']} in {done['sent_s']:.1f} s ({done['n_calls'] / done['sent_s']:.1f}/s "
           f"offered), answered {len(answered)}, abandoned {len(results) - len(answered)}, "
           f"no free agent {done['no_agent']}, simulator failures {len(failures)}")
@@ -599,8 +613,11 @@ async def run(args) -> int:
           f"p50 {percentile(lat, 50):.2f}  p90 {percentile(lat, 90):.2f}  p99 {percentile(lat, 99):.2f}  "
           f"max {max(lat) if lat else float('nan'):.2f}  mean {statistics.fmean(lat) if lat else float('nan'):.2f}")
     ins = final["in_service"]
-    print(f"  of which in the screen-pop handler (lookup + draft): p50 {percentile(ins, 50):.2f}  "
+    print(f"  of which in the screen-pop handler (the lookup): p50 {percentile(ins, 50):.2f}  "
           f"p99 {percentile(ins, 99):.2f}")
+    print(f"  the saved draft's number on screen (AgentCalled written -> screen_pop_update received, "
+          f"n={len(lat_draft)}; {len(final['pending'])} pops came before their draft): p50 "
+          f"{percentile(lat_draft, 50):.2f}  p99 {percentile(lat_draft, 99):.2f}")
     print(f"pipeline events {events} in {elapsed:.1f} s = {events / elapsed:.0f} events/s; service CPU "
           f"{cpu:.1f} s = {cpu / elapsed:.0%} of one core ({cpu / max(events, 1) * 1e6:.0f} us per event); "
           f"PostgreSQL CPU {pg_cpu:.1f} s")
@@ -613,7 +630,8 @@ async def run(args) -> int:
           f"{manager.stats.read_pauses}, frames dropped by the pipeline's bound {pipeline.stats.queue_full}")
     print(f"loss: calls without exactly one record {missing_records}, left open {open_calls}, wrong outcome "
           f"{wrong_outcome}, answered calls "
-          f"without exactly one screen-pop {pop_loss}, duplicate pops {extra_pops}")
+          f"without exactly one screen-pop {pop_loss}, duplicate pops {extra_pops}, "
+          f"pops whose saved draft never arrived {missing_drafts}")
     if plateau is not None:
         print(f"live_calls_rss_mb={plateau['rss']:.1f}  (at {plateau['parked']} live calls)")
     print(f"screenpop_p99_ms={percentile(lat, 99):.2f}")

@@ -74,7 +74,7 @@ class Hub:
             cur[1] = message
         elif kind == "screen_pop_withdrawn":
             del self._current[topic]
-        elif kind == "screen_pop_order_saved" and message.get("pop"):
+        elif kind in ("screen_pop_update", "screen_pop_order_saved") and message.get("pop"):
             cur[0] = message["pop"]
 
     def unsubscribe(self, sub: Subscriber) -> None:

@@ -377,9 +377,10 @@ class ScreenPopService:
             self._fresh.add(event.linkedid)  # the call's first channel: its whole life is ahead of us
         elif isinstance(event, AgentCalled):
             fast = self._fast.pop((event.linkedid, event.agent), None)
-            if fast is not None and await fast:
-                return  # popped on the fast lane
-            await self.on_agent_called(event, call)
+            state = await fast if fast is not None else ""
+            if state == "done":
+                return  # popped, and the draft written, on the fast lane
+            await self.on_agent_called(event, call, popped=state == "popped")
         elif isinstance(event, AgentConnected):
             await self.on_agent_connected(event)
         elif isinstance(event, AgentRingNoAnswer):
@@ -439,15 +440,17 @@ class ScreenPopService:
             return
         self._fast[key] = asyncio.get_running_loop().create_task(self._fast_pop(event))
 
-    async def _fast_pop(self, event: AgentCalled) -> bool:
+    async def _fast_pop(self, event: AgentCalled) -> str:
+        """"done" (pop and draft), "popped" (the pop only: the ordered path
+        writes the draft) or "" (nothing sent: the ordered path does it all)."""
         try:
-            popped = await self.on_agent_called(event, None, fast=True)
+            state, _message = await self._pop(event, None, fast=True)
         except Exception:
             log.exception("screen_pop_fast_lane_failed")
-            return False
-        if popped is not None:
+            return ""
+        if state:
             self.fast_pops += 1
-        return popped is not None
+        return state
 
     async def late_pop(self, call: Call) -> dict[str, Any]:
         """The agent is talking to a caller whose ring this process never saw
@@ -507,10 +510,24 @@ class ScreenPopService:
                                             "reason": reason})
 
     async def on_agent_called(self, event: AgentCalled, call: Call | None, *, late: bool = False,
-                              fast: bool = False) -> dict[str, Any] | None:
-        """The pop.  ``fast`` (the fast lane, no tracked call yet): the call
-        row comes from the event; on any trouble nothing is sent and ``None``
-        returned, for the ordered path to do it."""
+                              popped: bool = False) -> dict[str, Any]:
+        """The screen-pop of one ring, then its draft.  The agent sees the
+        caller (customer, recent orders, the pre-filled work order as
+        ``provisional_order``, ``order_pending``) after one read; the saved
+        draft follows in a ``screen_pop_update`` (the whole pop, ``order``
+        set) as soon as it is written.  ``popped``: this ring's pop was sent
+        already (by the fast lane, which could not write the draft): only the
+        update.  Returns the pop as it ends up."""
+        _state, message = await self._pop(event, call, late=late, popped=popped)
+        assert message is not None
+        return message
+
+    async def _pop(self, event: AgentCalled, call: Call | None, *, late: bool = False, fast: bool = False,
+                   popped: bool = False) -> tuple[str, dict[str, Any] | None]:
+        """``(state, message)``; state "done", "popped" (sent, no draft:
+        ``fast`` only) or "" (nothing sent: ``fast`` only).  ``fast`` (the
+        fast lane, no tracked call yet): the call row comes from the event;
+        trouble is left to the ordered path, nothing is spooled here."""
         t0 = time.perf_counter()
         agent = event.agent
         # the customer's number is on the caller channel; the member channel says 'enter-queue'
@@ -536,6 +553,7 @@ class ScreenPopService:
             message["late"] = True  # 补弹: rung while the PBX link was down
         account = event.chan.var("CUSTOMER_ID") or (call.customer_id if call else "")
         phone_key = norm.national if norm else ""
+        sent = popped
         try:
             if self.spool is not None and self.spool.pending:
                 raise _SpoolFirst()  # older writes wait on disk: this one queues behind them
@@ -552,6 +570,11 @@ class ScreenPopService:
                     linkedid=event.linkedid, agent=agent, queue=event.queue, caller_num=caller_num,
                     caller_num_norm=norm.national if norm else "", caller_name=caller_name,
                     ivr_choice=ivr_choice, outage_id=outage_id, customer=cust, recent_orders=tuple(recent)))
+                message.update(customer=cust, recent_orders=[r.to_dict() for r in recent])
+                if not sent:  # the agent sees the caller now; the draft's number follows
+                    self._send({**message, "order_pending": True,
+                                "provisional_order": {**fields, "status": "draft"}}, t0)
+                    sent = True
                 if call is not None or fast:  # the call row and the draft in one statement
                     row = (call_row(call, cust["id"] if cust else None) if call is not None
                            else ringing_call_row(event, cust["id"] if cust else None))
@@ -561,24 +584,37 @@ class ScreenPopService:
                 else:
                     order, created = await orders.create_draft(conn, fields, numbers=self.numbers)
                 self._made_draft(event.linkedid, agent)
-            message.update(customer=cust, recent_orders=[r.to_dict() for r in recent], order=order)
+            message["order"] = order
+            self._update(message, t0)
+            return "done", message
         except Exception as exc:  # database trouble must not cost the agent the caller's number
             if fast:
                 if not isinstance(exc, _SpoolFirst):
-                    log.warning("screen_pop_fast_lane_deferred", error=f"{type(exc).__name__}: {exc}")
-                return None
+                    log.warning("screen_pop_fast_lane_deferred", error=f"{type(exc).__name__}: {exc}",
+                                popped=sent)
+                return ("popped" if sent else ""), None
             if self.spool is not None and (isinstance(exc, _SpoolFirst) or is_connection_error(exc)):
                 try:
                     await self._spool_pop(event, call, message, account=account, phone_key=phone_key,
                                           caller_num=caller_num, caller_name=caller_name, ivr_choice=ivr_choice,
                                           outage_id=outage_id, exc=exc)
-                    return self._send(message, t0)
+                    return "done", (self._update(message, t0) if sent else self._send(message, t0))
                 except Exception as spool_exc:
                     exc = spool_exc
             self.failures += 1
             log.error("screen_pop_degraded", error=f"{type(exc).__name__}: {exc}")
             message["error"] = "工单库暂不可用,已显示来电号码 / work-order store unavailable"
-        return self._send(message, t0)
+        return "done", (self._update(message, t0) if sent else self._send(message, t0))
+
+    def _update(self, message: dict[str, Any], t0: float) -> dict[str, Any]:
+        """The pop of this ring again, completed (the draft written, or the
+        spool's provisional order, or the error): the page redraws it keeping
+        what the agent typed meanwhile; the hub replays this version."""
+        message["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        self.hub.publish(f"agent:{message['agent']}", {
+            "type": "screen_pop_update", "linkedid": message["linkedid"], "agent": message["agent"],
+            "order": message["order"], "pop": message})
+        return message
 
     def _send(self, message: dict[str, Any], t0: float) -> dict[str, Any]:
         self.pops += 1

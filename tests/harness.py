@@ -150,3 +150,45 @@ class Service:
     @property
     def screenpop(self):
         return self.app[services_key]["screenpop"]
+
+
+class Inbox:
+    """An agent page's websocket, read by message type: messages of other
+    types wait in the inbox for a later ``next()``, none is lost."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.kept: list[dict] = []
+
+    async def next(self, *kinds: str, timeout: float = 10.0, where=None) -> dict:
+        import json
+
+        import aiohttp
+
+        for i, m in enumerate(self.kept):
+            if m["type"] in kinds and (where is None or where(m)):
+                return self.kept.pop(i)
+        while True:
+            msg = await asyncio.wait_for(self.ws.receive(), timeout)
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            data = json.loads(msg.data)
+            if data["type"] in kinds and (where is None or where(data)):
+                return data
+            self.kept.append(data)
+
+    async def pop(self, timeout: float = 10.0) -> dict:
+        """The next screen-pop as the agent ends up with it: the screen_pop
+        frame (customer, recent orders, the pre-filled provisional order),
+        completed by its screen_pop_update once the draft is written."""
+        pop = await self.next("screen_pop", timeout=timeout)
+        if not pop.get("order_pending"):
+            return pop
+        update = await self.next("screen_pop_update", timeout=timeout,
+                                 where=lambda m: m["linkedid"] == pop["linkedid"])
+        assert update["pop"]["type"] == "screen_pop" and update["order"] == update["pop"]["order"]
+        return update["pop"]
+
+
+async def next_pop(ws, timeout: float = 10.0) -> dict:
+    """:meth:`Inbox.pop` for a test that reads nothing else from ``ws``."""
+    return await Inbox(ws).pop(timeout)

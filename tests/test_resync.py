@@ -21,7 +21,7 @@ from cti.resync import ENDED_WHILE_DISCONNECTED, TrackerView, install_resync, re
 from cti.simulator import CallSpec, PbxSimulator
 from cti.tracker import CallState, CallTracker
 
-from .harness import running_service, until
+from .harness import Inbox, running_service, until
 
 
 
@@ -287,19 +287,14 @@ async def test_draft_of_a_call_that_ended_while_disconnected_is_withdrawn(db_url
             task = asyncio.create_task(sim.place_call(CallSpec(
                 "13800138000", "张三", "enquiry", "", agent="", outcome="abandoned", ring_order=("1004",),
                 ring_s=40, wait_s=40, via_ivr=False)))
-            pop = None
-            while pop is None:
-                m = json.loads((await asyncio.wait_for(ws.receive(), 10)).data)
-                pop = m if m["type"] == "screen_pop" else None
+            box = Inbox(ws)
+            pop = await box.pop()
             sim.accepting = False
             sim.drop_connections()
             await asyncio.wait_for(task, 20)
             sim.accepting = True
             assert await _until(lambda: resync.runs >= 2, 10)
-            withdrawn = None
-            while withdrawn is None:
-                m = json.loads((await asyncio.wait_for(ws.receive(), 10)).data)
-                withdrawn = m if m["type"] == "screen_pop_withdrawn" else None
+            withdrawn = await box.next("screen_pop_withdrawn")
     assert withdrawn["linkedid"] == pop["linkedid"]
     assert withdrawn["reason"] == "ended_while_disconnected"
     conn = await asyncpg.connect(db_url)

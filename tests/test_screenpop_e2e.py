@@ -9,16 +9,11 @@ import asyncpg
 
 from cti.simulator import CallSpec
 
-from .harness import running_service
+from .harness import Inbox, next_pop, running_service
 
 
 async def _next_pop(ws, timeout=10.0):
-    while True:
-        msg = await asyncio.wait_for(ws.receive(), timeout)
-        assert msg.type == aiohttp.WSMsgType.TEXT, msg
-        data = json.loads(msg.data)
-        if data["type"] == "screen_pop":
-            return data
+    return await next_pop(ws, timeout)
 
 
 async def test_ringing_agent_gets_prefilled_work_order_and_saves_it(db_url):
@@ -156,13 +151,10 @@ async def test_ringall_loser_draft_is_withdrawn_and_winner_keeps_it(db_url):
             task = asyncio.create_task(svc.simulator.place_call(CallSpec(
                 caller_num="13800138000", caller_name="张三", ivr_choice="complaint", agent="1002",
                 ring_order=("1002", "1003"), outcome="answered", ring_s=1, talk_s=1)))
-            pop2, pop3 = await _next_pop(ws2), await _next_pop(ws3)
+            box3 = Inbox(ws3)
+            pop2, pop3 = await _next_pop(ws2), await box3.pop()
             assert pop2["linkedid"] == pop3["linkedid"]
-            withdrawn = None
-            while withdrawn is None:
-                m = json.loads((await asyncio.wait_for(ws3.receive(), 10)).data)
-                if m["type"] == "screen_pop_withdrawn":
-                    withdrawn = m
+            withdrawn = await box3.next("screen_pop_withdrawn")
             assert withdrawn["reason"] == "answered_elsewhere"
             await task
         await svc.pipeline.drain()
@@ -185,11 +177,9 @@ async def test_a_page_opened_mid_call_gets_the_current_pop_and_call_state(db_url
             call = asyncio.create_task(svc.simulator.place_call(CallSpec(
                 caller_num="13800138000", caller_name="张三", ivr_choice="repair", customer_id="", outage_id="",
                 agent="1001", outcome="answered", ring_s=1, talk_s=60)))
-            pop = await _next_pop(ws)
-            while True:  # until the call is connected
-                m = json.loads((await asyncio.wait_for(ws.receive(), 10)).data)
-                if m["type"] == "call_state" and m["state"] == "connected":
-                    break
+            box = Inbox(ws)
+            pop = await box.pop()
+            await box.next("call_state", where=lambda m: m["state"] == "connected")  # until the call is connected
         async with http.ws_connect(f"{svc.base_url}/ws/agent/1001") as again:  # the page reloaded
             got = [json.loads((await asyncio.wait_for(again.receive(), 5)).data) for _ in range(2)]
             assert got[0]["type"] == "screen_pop" and got[0]["replay"] is True

@@ -15,16 +15,11 @@ from cti.hub import Hub
 from cti.screenpop import ScreenPopService
 from cti.simulator import CallSpec
 
-from .harness import running_service
+from .harness import next_pop, running_service
 
 
 async def _next_pop(ws, timeout=10.0):
-    while True:
-        msg = await asyncio.wait_for(ws.receive(), timeout)
-        assert msg.type == aiohttp.WSMsgType.TEXT, msg
-        data = json.loads(msg.data)
-        if data["type"] == "screen_pop":
-            return data
+    return await next_pop(ws, timeout)
 
 
 async def test_screen_pop_arrives_while_the_ordered_pipeline_is_stalled(db_url):
@@ -80,14 +75,14 @@ async def test_an_agent_rung_again_for_a_call_is_popped_in_order_not_on_the_fast
     first = _called("1795500000.1", "1001")
     svc.fast_pop(first)
     await svc(first, None)  # the ordered AgentCalled waits for the fast pop and does not pop again
-    assert [m["type"] for m in sent] == ["screen_pop"] and svc.fast_pops == 1
+    assert [m["type"] for m in sent] == ["screen_pop", "screen_pop_update"] and svc.fast_pops == 1
     await svc(AgentRingNoAnswer(2.0, first.chan, queue="repair", interface="Local/1001@agents"), None)
     assert sent[-1]["type"] == "screen_pop_withdrawn"
     again = _called("1795500000.1", "1001")
     svc.fast_pop(again)
     assert not svc._fast  # not on the fast lane
     await svc(again, None)
-    assert sent[-1]["type"] == "screen_pop" and svc.fast_pops == 1
+    assert [m["type"] for m in sent[-2:]] == ["screen_pop", "screen_pop_update"] and svc.fast_pops == 1
     async with pool.acquire() as conn:
         status = await conn.fetchval("SELECT status FROM work_orders WHERE linkedid = '1795500000.1'")
     assert status == "draft"  # revived for the second ring, not left withdrawn
@@ -106,10 +101,40 @@ async def test_fast_lane_leaves_the_pop_to_the_ordered_path_when_the_database_fa
 
     svc.pool = Broken()
     svc.fast_pop(ev)
-    assert await svc._fast[("1795500000.2", "1002")] is False and not sent  # nothing sent, nothing counted
+    assert await svc._fast[("1795500000.2", "1002")] == "" and not sent  # nothing sent, nothing counted
     svc.pool = pool  # back: the ordered handler makes the pop
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO calls (linkedid) VALUES ('1795500000.2')")  # the recorder's row
     await svc(ev, None)
-    assert [m["type"] for m in sent] == ["screen_pop"] and sent[0]["order"]["status"] == "draft"
+    assert [m["type"] for m in sent] == ["screen_pop", "screen_pop_update"]
+    assert sent[0]["order"] is None and sent[0]["order_pending"] and sent[0]["provisional_order"]["status"] == "draft"
+    assert sent[1]["order"]["status"] == "draft" and sent[1]["pop"]["order"] == sent[1]["order"]
     assert svc.failures == 0 and svc.fast_pops == 0
+
+
+async def test_a_pop_sent_before_its_draft_failed_is_completed_by_the_ordered_path_not_sent_twice(
+        pool, monkeypatch):
+    import cti.screenpop as sp
+
+    hub = Hub()
+    sent: list[dict] = []
+    hub.publish = lambda topic, message: sent.append(message) or 1  # type: ignore[method-assign]
+    svc = ScreenPopService(pool, hub)
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO calls (linkedid) VALUES ('1795500000.3')")
+    real = sp.orders.create_draft
+    calls = []
+
+    async def flaky(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionResetError("connection lost mid-pop")
+        return await real(*a, **kw)
+
+    monkeypatch.setattr(sp.orders, "create_draft", flaky)
+    ev = _called("1795500000.3", "1003")
+    svc.fast_pop(ev)
+    await svc(ev, None)  # the fast lane popped, the draft failed: the ordered path writes it
+    assert [m["type"] for m in sent] == ["screen_pop", "screen_pop_update"]
+    assert sent[0]["order"] is None and sent[0]["order_pending"]
+    assert sent[1]["order"]["status"] == "draft" and len(calls) == 2 and svc.pops == 1

@@ -22,7 +22,7 @@ from ivr.agi import db_decide, start_agi_server
 from ivr.menu import load_menu
 from ivr.tts import PromptStore, outage_prompt_hook
 
-from .harness import running_service
+from .harness import next_pop, running_service
 from .test_simulator_vs_traces import (SECRET, TRACE_AGENTS, USER, Client, normalise, trace_frames)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -395,12 +395,7 @@ async def test_random_traffic_goes_through_the_ivr(world):
 # -- end to end: the service in demo mode ------------------------------------------------------
 
 async def _next_pop(ws, timeout=15.0):
-    while True:
-        msg = await asyncio.wait_for(ws.receive(), timeout)
-        assert msg.type == aiohttp.WSMsgType.TEXT, msg
-        data = json.loads(msg.data)
-        if data["type"] == "screen_pop":
-            return data
+    return await next_pop(ws, timeout)
 
 
 async def test_end_to_end_ivr_to_queue_to_screen_pop(db_url):

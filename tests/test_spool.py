@@ -154,8 +154,13 @@ async def test_postgresql_stopped_and_restarted_mid_run_loses_nothing():
                 placed.append(await svc.simulator.place_call(CallSpec(outcome="answered", **known)))
                 await svc.pipeline.drain()
                 pops = lambda: [m for m in msgs if m["type"] == "screen_pop"]  # noqa: E731
-                await _wait_for(lambda: len(pops()) == 1, what="first pop")
-                assert pops()[0]["order"]["id"] and pops()[0]["customer"]["account_no"] == "3100012345"
+
+                def completed(pop):  # the pop as its screen_pop_update left it (the draft written)
+                    return next((m["pop"] for m in msgs if m["type"] == "screen_pop_update"
+                                 and m["linkedid"] == pop["linkedid"]), pop)
+
+                await _wait_for(lambda: len(pops()) == 1 and completed(pops()[0])["order"], what="first pop")
+                assert completed(pops()[0])["order"]["id"] and pops()[0]["customer"]["account_no"] == "3100012345"
 
                 # 2. PostgreSQL goes away
                 await loop.run_in_executor(None, srv.cleanup)
@@ -194,8 +199,8 @@ async def test_postgresql_stopped_and_restarted_mid_run_loses_nothing():
                 # 4. and the service keeps writing directly afterwards
                 placed.append(await svc.simulator.place_call(CallSpec(outcome="answered", **known)))
                 await svc.pipeline.drain()
-                await _wait_for(lambda: len(pops()) == 6, what="pop after recovery")
-                assert pops()[-1]["order"]["id"] and not pops()[-1].get("pending")
+                await _wait_for(lambda: len(pops()) == 6 and completed(pops()[-1])["order"], what="pop after recovery")
+                assert completed(pops()[-1])["order"]["id"] and not completed(pops()[-1]).get("pending")
                 stop.set()
                 await reader
             all_pops = pops()

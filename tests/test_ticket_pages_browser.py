@@ -46,6 +46,7 @@ async def test_agent_classifies_dispatches_department_feeds_back_agent_calls_bac
         await desk.wait_for_selector("#pop:not([hidden])")
         assert await desk.input_value("#f-type") == "complaint"
         await desk.wait_for_selector("#f-category:not([hidden])")
+        await desk.wait_for_selector("#save:enabled")  # the draft's number follows the pop
         order_no = (await desk.text_content("#order-no")).strip()
         await desk.fill("#f-description", "拨打热线时坐席态度生硬,要求处理")
         # the three-level cascade: service → staff behaviour → hotline staff attitude

@@ -12,7 +12,7 @@ import asyncpg
 
 from cti.simulator import CallSpec
 
-from .harness import running_service
+from .harness import Inbox, running_service
 
 
 async def _next(ws, kind: str, timeout: float = 10.0) -> dict:
@@ -33,11 +33,12 @@ async def test_call_on_node_a_pops_up_for_agent_on_node_b_and_counts_on_both_wal
             call = asyncio.create_task(a.simulator.place_call(CallSpec(
                 caller_num="+8613800138000", caller_name="张三", ivr_choice="repair",
                 agent="1001", outcome="answered", ring_s=1, talk_s=1)))
-            pop = await _next(ws, "screen_pop")
+            box = Inbox(ws)
+            pop = await box.pop()
             assert pop["agent"] == "1001" and pop["caller_name"] == "张三"
             assert pop["customer"]["account_no"] == "3100012345"
             assert pop["order"]["status"] == "draft"
-            connected = await _next(ws, "call_state")
+            connected = await box.next("call_state")
             assert connected["linkedid"] == pop["linkedid"]
             await call
         await a.pipeline.drain()

@@ -84,9 +84,10 @@
     currentLinkedid = pop.linkedid;
     setCallState("ringing");
     $("pop-withdrawn").hidden = true;
+    dirty = false;
     current = pop.order;
-    fillForm(current);
-    announce(current);
+    if (current) { fillForm(current); announce(current); }
+    else fillForm(pop.provisional_order || null, true);  // the draft's number follows (screen_pop_update)
     $("save-result").textContent = "";
     if (pop.replay && pop.order && pop.order.id) {
       // the page was opened or reloaded mid-call: the order may have been saved since the pop
@@ -96,11 +97,31 @@
     }
   }
 
-  function fillForm(o) {
+  // what the agent typed since the pop: an update of the pop must not overwrite it
+  let dirty = false;
+  const FIELDS = ["f-type", "f-contact-name", "f-contact-phone", "f-address", "f-ta", "f-description"];
+  $("order-form").addEventListener("input", () => { dirty = true; });
+
+  // the pop completed: the draft written (or the spool's provisional order, or an error)
+  function update(pop) {
+    if (!pop || pop.linkedid !== currentLinkedid) return;
+    const err = $("pop-error");
+    if (pop.error) { err.hidden = false; err.textContent = pop.error; }
+    const typed = dirty ? FIELDS.map((id) => $(id).value) : null;
+    if (pop.order) {
+      current = pop.order; fillForm(current); announce(current);
+    } else if (!dirty) {
+      fillForm(pop.provisional_order || null, true);
+    }
+    if (typed) FIELDS.forEach((id, i) => { $(id).value = typed[i]; });
+  }
+
+  function fillForm(o, provisional) {
     const form = $("order-form");
-    $("order-no").textContent = o ? o.order_no : "未生成 not created";
+    $("order-no").textContent = o && !provisional ? o.order_no
+      : (o ? "生成中… creating…" : "未生成 not created");
     $("order-status").textContent = o ? (STATUS[o.status] || o.status) : "";
-    $("save").disabled = !o;
+    $("save").disabled = !o || !!provisional;
     if (!o) return;
     $("f-type").value = o.order_type || "";
     $("f-contact-name").value = o.contact_name || "";
@@ -108,7 +129,7 @@
     $("f-address").value = o.address || "";
     $("f-ta").value = o.transformer_area || "";
     $("f-description").value = o.description || "";
-    form.dataset.orderId = String(o.id);
+    if (provisional) delete form.dataset.orderId; else form.dataset.orderId = String(o.id);
   }
 
   // the order panel (agent-orders.js) hears about the order and may hand back a newer one
@@ -155,7 +176,8 @@
       document.dispatchEvent(new CustomEvent("hotline:message", { detail: msg }));
       if (msg.type === "screen_pop") show(msg);
       else if (msg.type === "call_state" && msg.linkedid === currentLinkedid) setCallState(msg.state);
-      else if (msg.type === "screen_pop_order_saved" && msg.linkedid === currentLinkedid && msg.pop) show(msg.pop);
+      else if ((msg.type === "screen_pop_update" || msg.type === "screen_pop_order_saved")
+               && msg.linkedid === currentLinkedid && msg.pop) update(msg.pop);
       else if (msg.type === "screen_pop_withdrawn" && msg.linkedid === currentLinkedid) {
         const w = $("pop-withdrawn");
         w.hidden = false; w.textContent = WITHDRAWN[msg.reason] || msg.reason;
