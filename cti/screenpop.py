@@ -347,6 +347,8 @@ class ScreenPopService:
         self.fast_lane = True
         self.max_fast = 500  # pops in flight on the fast lane; more wait for the ordered path
         self._fast: dict[tuple[str, str], asyncio.Task] = {}
+        self._fast_done: dict[tuple[str, str], float] = {}  # finished, waiting for the ordered handler
+        self.clock: Callable[[], float] = time.monotonic
         self._rung: OrderedDict[tuple[str, str], None] = OrderedDict()  # (linkedid, agent) rung before
         self.fast_pops = 0
 
@@ -377,6 +379,7 @@ class ScreenPopService:
             self._fresh.add(event.linkedid)  # the call's first channel: its whole life is ahead of us
         elif isinstance(event, AgentCalled):
             fast = self._fast.pop((event.linkedid, event.agent), None)
+            self._fast_done.pop((event.linkedid, event.agent), None)
             state = await fast if fast is not None else ""
             if state == "done":
                 return  # popped, and the draft written, on the fast lane
@@ -436,9 +439,22 @@ class ScreenPopService:
         self._rung[key] = None
         if len(self._rung) > 100_000:
             self._rung.popitem(last=False)
+        if len(self._fast) >= self.max_fast:
+            self._forget_stale_fast()
         if (self.spool is not None and self.spool.pending) or len(self._fast) >= self.max_fast:
             return
         self._fast[key] = asyncio.get_running_loop().create_task(self._fast_pop(event))
+
+    def _forget_stale_fast(self, older_than_s: float = 120.0) -> None:
+        """Fast pops whose AgentCalled never reached the ordered handler (a
+        tracker failure drops an event): forgotten once finished long ago, so
+        they do not fill the lane.  The ordered path is seconds behind at
+        most (backpressure bounds its backlog)."""
+        now = self.clock()
+        for key, done_at in list(self._fast_done.items()):
+            if now - done_at > older_than_s:
+                del self._fast_done[key]
+                self._fast.pop(key, None)
 
     async def _fast_pop(self, event: AgentCalled) -> str:
         """"done" (pop and draft), "popped" (the pop only: the ordered path
@@ -447,9 +463,12 @@ class ScreenPopService:
             state, _message = await self._pop(event, None, fast=True)
         except Exception:
             log.exception("screen_pop_fast_lane_failed")
-            return ""
+            state = ""
         if state:
             self.fast_pops += 1
+        key = (event.linkedid, event.agent)
+        if key in self._fast:  # still waiting for its ordered handler
+            self._fast_done[key] = self.clock()
         return state
 
     async def late_pop(self, call: Call) -> dict[str, Any]:

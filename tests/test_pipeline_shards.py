@@ -41,7 +41,7 @@ async def test_one_calls_events_stay_in_order_and_a_slow_call_does_not_hold_up_a
         for f in _frames_for("22"):
             pipeline.feed(f)
         fast = "1795374622.0"
-        for _ in range(200):
+        for _ in range(1000):  # up to 10 s on a loaded machine (the assertions are about order, not speed)
             if (fast, "ChannelHungUp") in seen:
                 break
             await asyncio.sleep(0.01)

@@ -138,3 +138,24 @@ async def test_a_pop_sent_before_its_draft_failed_is_completed_by_the_ordered_pa
     assert [m["type"] for m in sent] == ["screen_pop", "screen_pop_update"]
     assert sent[0]["order"] is None and sent[0]["order_pending"]
     assert sent[1]["order"]["status"] == "draft" and len(calls) == 2 and svc.pops == 1
+
+
+async def test_fast_pops_whose_ring_never_reached_the_ordered_handler_do_not_fill_the_lane(pool):
+    hub = Hub()
+    hub.publish = lambda topic, message: 1  # type: ignore[method-assign]
+    svc = ScreenPopService(pool, hub)
+    svc.max_fast = 2
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO calls (linkedid) SELECT '1795500001.' || g FROM generate_series(1, 3) g")
+    for i in (1, 2):  # popped, but their AgentCalled is never handled in order (e.g. the tracker failed)
+        svc.fast_pop(_called(f"1795500001.{i}", "1001"))
+    await asyncio.gather(*svc._fast.values())
+    third = _called("1795500001.3", "1001")
+    svc.fast_pop(third)
+    assert ("1795500001.3", "1001") not in svc._fast  # the lane is full: the ordered path will pop it
+    now = svc.clock()
+    svc.clock = lambda: now + 121  # two minutes on: they are stale
+    fourth = _called("1795500001.3", "1002")
+    svc.fast_pop(fourth)  # the two stale entries are forgotten: room again
+    assert set(svc._fast) == {("1795500001.3", "1002")}
+    assert await svc._fast[("1795500001.3", "1002")] == "done"
