@@ -51,13 +51,6 @@ async def end_recording(conn: asyncpg.Connection, rec_id: int, *, ended_at: date
            RETURNING {_INDEX_COLUMNS}""", rec_id, ended_at, reason, agent[:32], queue[:32])
 
 
-async def mark_ended(conn: asyncpg.Connection, rec_id: int, *, ended_at: datetime, reason: str,
-                     agent: str = "", queue: str = "") -> bool:
-    """End a recording once: False when it had already ended."""
-    return await end_recording(conn, rec_id, ended_at=ended_at, reason=reason, agent=agent,
-                               queue=queue) is not None
-
-
 async def pending_index(conn: asyncpg.Connection, *, stale_after_s: float, limit: int = 50) -> list[asyncpg.Record]:
     """Recordings that ended but were never indexed (a crash in between), or
     that never ended (the hang-up was missed) and are older than the longest call."""

@@ -189,6 +189,11 @@ class Inbox:
         return update["pop"]
 
 
+async def next_message(ws, kind: str, timeout: float = 10.0) -> dict:
+    """The next message of ``kind`` on ``ws`` (others are skipped)."""
+    return await Inbox(ws).next(kind, timeout=timeout)
+
+
 async def next_pop(ws, timeout: float = 10.0) -> dict:
     """:meth:`Inbox.pop` for a test that reads nothing else from ``ws``."""
     return await Inbox(ws).pop(timeout)

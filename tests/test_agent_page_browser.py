@@ -12,14 +12,20 @@ from cti.simulator import CallSpec
 from .harness import login_page, running_service
 
 
+async def _agent_desk(browser, svc, agent: str):
+    """The agent's desk, logged in and connected; page errors collected."""
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await login_page(page, svc, f"agent{agent}")
+    await page.goto(f"{svc.base_url}/agent/{agent}")
+    await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
+    return page, errors
+
+
 async def test_agent_sees_screen_pop_saves_order_and_it_is_in_postgres(db_url, browser, tmp_path):
     async with running_service(db_url) as svc:
-        page = await browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await login_page(page, svc, "agent1001")
-        await page.goto(f"{svc.base_url}/agent/1001")
-        await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
+        page, errors = await _agent_desk(browser, svc, "1001")
         assert await page.is_visible("#waiting")
 
         call = asyncio.create_task(svc.simulator.place_call(CallSpec(
@@ -105,12 +111,7 @@ async def test_pop_shows_the_prefilled_order_at_once_and_the_draft_number_keeps_
 
     monkeypatch.setattr(sp.orders, "create_draft", slow_draft)
     async with running_service(db_url) as svc:
-        page = await browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await login_page(page, svc, "agent1001")
-        await page.goto(f"{svc.base_url}/agent/1001")
-        await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
+        page, errors = await _agent_desk(browser, svc, "1001")
         call = asyncio.create_task(svc.simulator.place_call(CallSpec(
             caller_num="13800138000", caller_name="张三", ivr_choice="repair", customer_id="",
             outage_id="", agent="1001", outcome="answered", ring_s=2, talk_s=20)))

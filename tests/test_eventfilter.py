@@ -45,7 +45,7 @@ from cti.simulator import AmiEventFilter, CallSpec, PbxSimulator, _posix_ere, lo
 from queues.live import QueueBoard
 from recordings.service import RecordingIndexer
 
-from .harness import running_service, until
+from .harness import next_message, running_service, until
 
 ROOT = Path(__file__).resolve().parent.parent
 MANAGER_CONF = ROOT / "asterisk-conf" / "manager.conf"
@@ -596,13 +596,8 @@ def _with_filters(monkeypatch, filters) -> list[bytes]:
     return written
 
 
-async def _next(ws, kind, timeout=10.0):
-    while True:
-        msg = await asyncio.wait_for(ws.receive(), timeout)
-        assert msg.type == aiohttp.WSMsgType.TEXT, msg
-        data = json.loads(msg.data)
-        if data["type"] == kind:
-            return data
+async def _next(ws, kind: str, timeout: float = 10.0) -> dict:
+    return await next_message(ws, kind, timeout)
 
 
 @pytest.mark.parametrize("filters", [None, SHIPPED], ids=["as sent", "shipped eventfilter"])

@@ -30,7 +30,7 @@ async def add_recording(svc, linkedid: str, *, agent: str = "1001", seconds: flo
         await conn.execute("UPDATE recordings SET transcode_after = now() + interval '1 day' WHERE id = $1", rec_id)
         if state == "recording":
             return rec_id, f
-        await repo.mark_ended(conn, rec_id, ended_at=datetime.now(timezone.utc), reason="stopped")
+        await repo.end_recording(conn, rec_id, ended_at=datetime.now(timezone.utc), reason="stopped")
     settings = RecordingSettings(root=str(root), index_retry_delays=())
     assert await index_recording(pool, settings, rec_id) == "indexed"
     async with pool.acquire() as conn:

@@ -231,7 +231,7 @@ async def test_worker_recovers_rows_a_crash_left_unindexed(pool, tmp_path):
         never_ended, _ = await repo.insert_started(conn, path="20261122/9.2-9.2-repair-120000.wav",
                                                    linkedid="9.2", uniqueid="9.2", channel="x", queue="repair",
                                                    agent="", started_at=now - timedelta(hours=7))
-        await repo.mark_ended(conn, rec_id, ended_at=now - timedelta(hours=6), reason="hangup")
+        await repo.end_recording(conn, rec_id, ended_at=now - timedelta(hours=6), reason="hangup")
     worker = RecordingWorker(pool, settings_for(tmp_path, compact_format=""))
     await worker.recover()
     got = {r["id"]: r for r in await rows(pool)}

@@ -29,7 +29,7 @@ async def indexed(pool, settings, rel: str, *, seconds: float = 2.0, linkedid: s
     async with pool.acquire() as conn:
         rec_id, _ = await repo.insert_started(conn, path=rel, linkedid=linkedid, uniqueid=linkedid, channel="x",
                                               queue="repair", agent=agent, started_at=ended - timedelta(minutes=3))
-        await repo.mark_ended(conn, rec_id, ended_at=ended, reason="stopped")
+        await repo.end_recording(conn, rec_id, ended_at=ended, reason="stopped")
     assert await index_recording(pool, settings, rec_id) == "indexed"
     return rec_id
 

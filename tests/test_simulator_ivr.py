@@ -5,7 +5,6 @@ outage registry, the simulator playing Asterisk's side of the dialogue
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import wave
 from datetime import datetime, timedelta, timezone

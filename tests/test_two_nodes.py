@@ -5,23 +5,17 @@ node B's wallboard counts it."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import aiohttp
 import asyncpg
 
 from cti.simulator import CallSpec
 
-from .harness import Inbox, running_service
+from .harness import Inbox, next_message, running_service
 
 
 async def _next(ws, kind: str, timeout: float = 10.0) -> dict:
-    while True:
-        msg = await asyncio.wait_for(ws.receive(), timeout)
-        assert msg.type == aiohttp.WSMsgType.TEXT, msg
-        data = json.loads(msg.data)
-        if data["type"] == kind:
-            return data
+    return await next_message(ws, kind, timeout)
 
 
 async def test_call_on_node_a_pops_up_for_agent_on_node_b_and_counts_on_both_wallboards(db_url):
