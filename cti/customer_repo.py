@@ -13,6 +13,8 @@ from typing import Iterable
 
 import asyncpg
 
+from tickets.repository import recent_orders_sql
+
 from .customers import Customer, CsvImportResult, parse_customers_csv
 from .phone import lookup_keys, normalise_phone
 
@@ -161,7 +163,7 @@ async def find_by_phone(conn: asyncpg.Connection, raw_number: str | None, *,
 
 # The screen-pop's whole read in one round trip: the customer (by the account
 # the IVR identified, else by the caller's number as find_by_phone ranks
-# them) and the caller's recent work orders (tickets.repository.recent_orders:
+# them) and the caller's recent work orders (tickets.repository.recent_orders_sql,
 # by that customer or by the number, drafts never saved left out).
 _FIND_CALLER_SQL = f"""
 WITH by_account AS (
@@ -179,11 +181,9 @@ WITH by_account AS (
     {_SELECT} JOIN chosen ON chosen.id = c.id
 )
 SELECT f.*, ARRAY(
-    SELECT ROW(w.order_no, w.order_type, w.status, w.created_at, w.description)
-      FROM work_orders w
-     WHERE $4 > 0 AND w.status <> 'draft' AND coalesce(w.linkedid, '') <> $5
-       AND ((f.id IS NOT NULL AND w.customer_id = f.id) OR ($3 <> '' AND w.caller_num_norm = $3))
-     ORDER BY w.created_at DESC LIMIT $4) AS recent
+    SELECT ROW(r.order_no, r.order_type, r.status, r.created_at, r.description)
+      FROM ({recent_orders_sql("f.id", "$3::text", "$4::int", "$5::text")}) r
+     ORDER BY r.created_at DESC) AS recent
   FROM (SELECT 1) one LEFT JOIN found f ON true
 """
 

@@ -42,13 +42,21 @@ class Frame:
     _index: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False, hash=False)
     _lower: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
+    def first_values(self) -> dict[str, str]:
+        """Header name (exact spelling) -> its first value; built once per
+        frame and shared by every reader (do not modify)."""
+        index = self._index
+        if index is None:
+            index = dict(reversed(self.headers))  # reversed: the first occurrence wins
+            object.__setattr__(self, "_index", index)
+        return index
+
     def get(self, key: str, default: str | None = None) -> str | None:
         """First value of ``key`` (case-insensitive, as Asterisk is inconsistent;
         a header spelt exactly as asked wins over an earlier one in another case)."""
         index = self._index
         if index is None:
-            index = dict(reversed(self.headers))  # reversed: the first occurrence wins
-            object.__setattr__(self, "_index", index)
+            index = self.first_values()
         v = index.get(key)
         if v is not None:
             return v

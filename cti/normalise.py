@@ -580,10 +580,9 @@ class Normaliser:
                 _set_name(ev, name)
                 _set_fields(ev, headers)
                 return ev
-            # first value of each header name (Frame.get semantics); the
-            # frame's own index when a reader before us built it (read only)
-            index = frame._index
-            event = builder(index if index is not None else dict(reversed(headers)), headers, received_at)
+            # first value of each header name (Frame.get semantics), shared
+            # with the frame's other readers
+            event = builder(frame.first_values(), headers, received_at)
         except Exception:  # noqa: BLE001 - the edge must never raise
             self.errors += 1
             return None

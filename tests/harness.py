@@ -197,3 +197,28 @@ async def next_message(ws, kind: str, timeout: float = 10.0) -> dict:
 async def next_pop(ws, timeout: float = 10.0) -> dict:
     """:meth:`Inbox.pop` for a test that reads nothing else from ``ws``."""
     return await Inbox(ws).pop(timeout)
+
+
+@contextlib.asynccontextmanager
+async def resyncing_manager(sim):
+    """A started call pipeline and an AMI manager with resync, logged in to
+    the (started) simulator ``sim`` and resynced once: ``(manager, pipeline,
+    resync)``; all stopped afterwards (the simulator is the caller's)."""
+    from cti.ami import Backoff, HotlineManager
+    from cti.pipeline import CallPipeline
+    from cti.resync import install_resync
+
+    pipeline = CallPipeline()
+    pipeline.start()
+    m = HotlineManager(frame_sink=pipeline.feed, host="127.0.0.1", port=sim.port, username="u", secret="s",
+                       backoff=Backoff(0.05, 0.2), ping_delay=3600)
+    m.loop = asyncio.get_running_loop()
+    resync = install_resync(m, pipeline)
+    m.connect()
+    try:
+        assert await until(lambda: m.state == "logged_in" and resync.runs >= 1)
+        yield m, pipeline, resync
+    finally:
+        m.close()
+        await pipeline.stop()
+        await resync.close()

@@ -33,19 +33,17 @@ import asyncpg
 import pytest
 
 import cti.simulator as simulator_module
-from cti.ami import Backoff, HotlineManager
 from cti.app import services_key
 from cti.events import DomainEvent
 from cti.frame import Frame, FrameReader
 from cti.live import LiveModel
 from cti.pipeline import CallPipeline
-from cti.resync import install_resync
 from cti.screenpop import CallRecorder, ScreenPopService
 from cti.simulator import AmiEventFilter, CallSpec, PbxSimulator, _posix_ere, load_manager_eventfilters
 from queues.live import QueueBoard
 from recordings.service import RecordingIndexer
 
-from .harness import next_message, running_service, until
+from .harness import next_message, resyncing_manager, running_service, until
 
 ROOT = Path(__file__).resolve().parent.parent
 MANAGER_CONF = ROOT / "asterisk-conf" / "manager.conf"
@@ -652,35 +650,25 @@ async def _resync_and_click_to_call(filters) -> dict:
     sim = simulator(filters)
     sim.speed = 50.0
     await sim.start()
-    pipeline = CallPipeline()
-    pipeline.start()
-    m = HotlineManager(frame_sink=pipeline.feed, host="127.0.0.1", port=sim.port, username="u", secret="s",
-                       backoff=Backoff(0.05, 0.2), ping_delay=3600)
-    m.loop = asyncio.get_running_loop()
-    resync = install_resync(m, pipeline)
-    m.connect()
     try:
-        assert await until(lambda: m.state == "logged_in" and resync.runs >= 1)
-        members = sorted((q, i, ms.status, ms.paused) for (q, i), ms in resync.live.state.members.items())
-        resp = await m.originate({"Channel": "Local/1003@agents", "Context": "click2call",
-                                  "Exten": "13800138002", "Priority": "1", "ActionID": "c2c-1"},
-                                 timeout=5, answer_timeout=5)
-        assert await until(lambda: not sim._live)
-        await asyncio.sleep(0.1)
-        await pipeline.drain()
-        return {
-            "members after resync": members,
-            "originate": (resp.event, resp.get("Response"), resp.get("Reason")),
-            "originate responses": [(o.action_id, o.response, o.reason) for o in
-                                    pipeline.callflow.originate_responses()],
-            "call flow": [(r.originated, r.reason, len(r.rang), len(r.connected)) for r in
-                          pipeline.callflow.records()],
-            "wallboard members": sorted((q, i, ms.status) for (q, i), ms in resync.live.state.members.items()),
-        }
+        async with resyncing_manager(sim) as (m, pipeline, resync):
+            members = sorted((q, i, ms.status, ms.paused) for (q, i), ms in resync.live.state.members.items())
+            resp = await m.originate({"Channel": "Local/1003@agents", "Context": "click2call",
+                                      "Exten": "13800138002", "Priority": "1", "ActionID": "c2c-1"},
+                                     timeout=5, answer_timeout=5)
+            assert await until(lambda: not sim._live)
+            await asyncio.sleep(0.1)
+            await pipeline.drain()
+            return {
+                "members after resync": members,
+                "originate": (resp.event, resp.get("Response"), resp.get("Reason")),
+                "originate responses": [(o.action_id, o.response, o.reason) for o in
+                                        pipeline.callflow.originate_responses()],
+                "call flow": [(r.originated, r.reason, len(r.rang), len(r.connected)) for r in
+                              pipeline.callflow.records()],
+                "wallboard members": sorted((q, i, ms.status) for (q, i), ms in resync.live.state.members.items()),
+            }
     finally:
-        m.close()
-        await pipeline.stop()
-        await resync.close()
         await sim.stop()
 
 

@@ -11,17 +11,16 @@ import asyncio
 import asyncpg
 import pytest
 
-from cti.ami import AmiDisconnected, Backoff, HotlineManager
+from cti.ami import AmiDisconnected
 from cti.app import manager_key, services_key
 from cti.frame import Frame
 from cti.live import build_snapshot
 from cti.normalise import Normaliser
-from cti.pipeline import CallPipeline
-from cti.resync import ENDED_WHILE_DISCONNECTED, TrackerView, install_resync, reconcile
+from cti.resync import ENDED_WHILE_DISCONNECTED, TrackerView, reconcile
 from cti.simulator import CallSpec, PbxSimulator
 from cti.tracker import CallState, CallTracker
 
-from .harness import Inbox, running_service, until
+from .harness import Inbox, resyncing_manager, running_service, until
 
 
 
@@ -136,47 +135,38 @@ async def test_outage_mid_call_closes_continues_and_adopts_calls_once(db_url):
 async def test_originate_cut_before_its_answer_runs_once():
     sim = PbxSimulator("127.0.0.1", 0, "u", "s", speed=50.0, auth_fail_delay=0.01)
     await sim.start()
-    pipeline = CallPipeline()
-    pipeline.start()
-    m = HotlineManager(frame_sink=pipeline.feed, host="127.0.0.1", port=sim.port, username="u", secret="s",
-                       backoff=Backoff(0.05, 0.2), ping_delay=3600)
-    m.loop = asyncio.get_running_loop()
-    resync = install_resync(m, pipeline)
-    m.connect()
     try:
-        assert await _until(lambda: m.state == "logged_in" and resync.runs >= 1)
-        sim.originate_response_delay_s = 100.0  # Asterisk runs it, the answer is slow
-        act = {"Action": "Originate", "ActionID": "c2c-once-1", "Channel": "Local/1001@agents",
-               "Context": "click2call", "Exten": "13800138000", "Priority": "1",
-               "CallerID": '"张三" <13800138000>', "Async": "true"}
-        call = asyncio.create_task(m.action(act, timeout=30))
-        raw = None
-        assert await _until(lambda: sim.originate_counts["c2c-once-1"] == 1)
-        # panoramisk's own API too: it would queue this one for FullyBooted
-        raw = m.send_action({"Action": "Originate", "ActionID": "c2c-once-2", "Channel": "Local/1002@agents",
-                             "Context": "click2call", "Exten": "13800138001", "Priority": "1", "Async": "true"})
-        assert await _until(lambda: sim.originate_counts["c2c-once-2"] == 1)
-        sim.drop_connections()
-        with pytest.raises(AmiDisconnected):
-            await asyncio.wait_for(call, 5)
-        with pytest.raises(AmiDisconnected):
-            await asyncio.wait_for(raw, 5)
-        # reconnect, login, FullyBooted, resync: nothing re-sent
-        assert await _until(lambda: m.logins == 2 and resync.runs >= 2)
-        await asyncio.sleep(0.3)
-        assert sim.originate_counts == {"c2c-once-1": 1, "c2c-once-2": 1}
-        assert not m.awaiting_actions and not m.protocol.pending
-        assert m.stats.actions_disconnected >= 1
-        # and the link works: a fresh Originate is answered, its OriginateResponse arrives
-        sim.originate_response_delay_s = 0
-        resp = await m.originate({"Channel": "Local/1003@agents", "Context": "click2call",
-                                  "Exten": "13800138002", "Priority": "1", "ActionID": "c2c-once-3"},
-                                 timeout=5, answer_timeout=5)
-        assert resp.event == "OriginateResponse" and resp.get("Response") == "Success"
-        assert sim.originate_counts["c2c-once-3"] == 1
+        async with resyncing_manager(sim) as (m, _pipeline, resync):
+            sim.originate_response_delay_s = 100.0  # Asterisk runs it, the answer is slow
+            act = {"Action": "Originate", "ActionID": "c2c-once-1", "Channel": "Local/1001@agents",
+                   "Context": "click2call", "Exten": "13800138000", "Priority": "1",
+                   "CallerID": '"张三" <13800138000>', "Async": "true"}
+            call = asyncio.create_task(m.action(act, timeout=30))
+            raw = None
+            assert await _until(lambda: sim.originate_counts["c2c-once-1"] == 1)
+            # panoramisk's own API too: it would queue this one for FullyBooted
+            raw = m.send_action({"Action": "Originate", "ActionID": "c2c-once-2", "Channel": "Local/1002@agents",
+                                 "Context": "click2call", "Exten": "13800138001", "Priority": "1", "Async": "true"})
+            assert await _until(lambda: sim.originate_counts["c2c-once-2"] == 1)
+            sim.drop_connections()
+            with pytest.raises(AmiDisconnected):
+                await asyncio.wait_for(call, 5)
+            with pytest.raises(AmiDisconnected):
+                await asyncio.wait_for(raw, 5)
+            # reconnect, login, FullyBooted, resync: nothing re-sent
+            assert await _until(lambda: m.logins == 2 and resync.runs >= 2)
+            await asyncio.sleep(0.3)
+            assert sim.originate_counts == {"c2c-once-1": 1, "c2c-once-2": 1}
+            assert not m.awaiting_actions and not m.protocol.pending
+            assert m.stats.actions_disconnected >= 1
+            # and the link works: a fresh Originate is answered, its OriginateResponse arrives
+            sim.originate_response_delay_s = 0
+            resp = await m.originate({"Channel": "Local/1003@agents", "Context": "click2call",
+                                      "Exten": "13800138002", "Priority": "1", "ActionID": "c2c-once-3"},
+                                     timeout=5, answer_timeout=5)
+            assert resp.event == "OriginateResponse" and resp.get("Response") == "Success"
+            assert sim.originate_counts["c2c-once-3"] == 1
     finally:
-        m.close()
-        await pipeline.stop()
         await sim.stop()
 
 

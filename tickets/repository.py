@@ -181,18 +181,28 @@ async def save_order(conn: asyncpg.Connection, order_id: int, clean: dict[str, A
     return _row(final)
 
 
+def recent_orders_sql(customer_id: str, phone: str, limit: str, exclude_linkedid: str) -> str:
+    """The rule for a caller's recent work orders, as a query over the given
+    SQL expressions (parameters or outer columns): the customer's orders and
+    the number's, newest first, without drafts never saved nor the current
+    call's own.  Columns: order_no, order_type, status, created_at,
+    description (:class:`RecentOrder`).  Also composed into the screen-pop's
+    single read (cti.customer_repo.find_caller)."""
+    return f"""SELECT order_no, order_type, status, created_at, description FROM work_orders
+           WHERE status <> 'draft' AND coalesce(linkedid, '') <> {exclude_linkedid}
+             AND ((customer_id IS NOT NULL AND customer_id = {customer_id})
+                  OR ({phone} <> '' AND caller_num_norm = {phone}))
+           ORDER BY created_at DESC LIMIT {limit}"""
+
+
 async def recent_orders(conn: asyncpg.Connection, *, customer_id: int | None, phone: str,
                         limit: int = 5, exclude_linkedid: str = "") -> list[RecentOrder]:
     """The caller's recent work orders: by customer when known, else by number.
     Drafts never saved are not shown."""
     if limit <= 0 or (customer_id is None and not phone):
         return []
-    rows = await conn.fetch(
-        """SELECT order_no, order_type, status, created_at, description FROM work_orders
-           WHERE status <> 'draft' AND coalesce(linkedid, '') <> $4
-             AND ((customer_id IS NOT NULL AND customer_id = $1) OR ($2 <> '' AND caller_num_norm = $2))
-           ORDER BY created_at DESC LIMIT $3""",
-        customer_id, phone or "", limit, exclude_linkedid)
+    rows = await conn.fetch(recent_orders_sql("$1", "$2", "$3", "$4"),
+                            customer_id, phone or "", limit, exclude_linkedid)
     return [RecentOrder(r["order_no"], r["order_type"], r["status"], r["created_at"], r["description"])
             for r in rows]
 
