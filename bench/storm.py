@@ -493,6 +493,18 @@ async def run(args) -> int:
             lag[0] = max(lag[0], time.perf_counter() - t - 0.005)
 
     probing = asyncio.create_task(lag_probe())
+    import gc
+
+    gc_pauses: list[tuple[int, float]] = []  # (generation, seconds) of each collection in the service
+    gc_t = [0.0]
+
+    def gc_timer(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_t[0] = time.perf_counter()
+        else:
+            gc_pauses.append((info["generation"], time.perf_counter() - gc_t[0]))
+
+    gc.callbacks.append(gc_timer)
     slow: list[str] = []
     if args.debug_loop:  # which callbacks hold the loop (asyncio debug mode; slows everything a little)
         import logging as _logging
@@ -543,6 +555,7 @@ async def run(args) -> int:
     elapsed = time.perf_counter() - t0
     sampling.cancel()
     probing.cancel()
+    gc.callbacks.remove(gc_timer)
     if args.debug_loop:
         asyncio.get_running_loop().set_debug(False)
         import collections
@@ -619,13 +632,19 @@ async def run(args) -> int:
           f"n={len(lat_draft)}; {len(final['pending'])} pops came before their draft): p50 "
           f"{percentile(lat_draft, 50):.2f}  p99 {percentile(lat_draft, 99):.2f}")
     print(f"pipeline events {events} in {elapsed:.1f} s = {events / elapsed:.0f} events/s; service CPU "
-          f"{cpu:.1f} s = {cpu / elapsed:.0%} of one core ({cpu / max(events, 1) * 1e6:.0f} us per event); "
+          f"{cpu:.1f} s = {cpu / elapsed:.0%} of one core ({cpu / max(events, 1) * 1e6:.0f} us per event, "
+          f"{cpu / max(len(results), 1) * 1e3:.2f} ms per call, {events / max(len(results), 1):.1f} events per "
+          f"call); "
           f"PostgreSQL CPU {pg_cpu:.1f} s")
     print(f"work orders {orders} = {orders / elapsed:.1f} orders/s  (screen-pop failures {sp.failures}, "
           f"handler errors {handler_errors})")
     print(f"peak RSS: service {rss_service:.0f} MB, simulator {final['sim_rss_mb']:.0f} MB, clients "
           f"{final['clients_rss_mb']:.0f} MB; CPU over the whole run: simulator {final['sim_cpu_s']:.1f} s, "
           f"clients {final['clients_cpu_s']:.1f} s")
+    by_gen = {g: [d for gg, d in gc_pauses if gg == g] for g in (0, 1, 2)}
+    print("garbage collector in the service: " + ", ".join(
+        f"gen{g} x{len(ds)} total {sum(ds) * 1000:.0f} ms longest {max(ds, default=0) * 1000:.1f} ms"
+        for g, ds in by_gen.items()), flush=True)
     print(f"AMI logins {manager.logins} (1 = the link never dropped), reads paused for backpressure "
           f"{manager.stats.read_pauses}, frames dropped by the pipeline's bound {pipeline.stats.queue_full}")
     print(f"loss: calls without exactly one record {missing_records}, left open {open_calls}, wrong outcome "

@@ -40,7 +40,10 @@ RELAYED = ("agent:", "supervisor")  # the wallboard topic is computed on each no
 class ClusterBus:
     def __init__(self, dsn: str, node_id: str, hub: Hub, pool: asyncpg.Pool, *,
                  on_calls_changed: Callable[[], Any] | None = None, coalesce_s: float = 0.2,
-                 reconnect_s: float = 1.0, max_queue: int = 10000) -> None:
+                 reconnect_s: float = 1.0, max_queue: int = 10000, gather_s: float = 0.002) -> None:
+        """``gather_s``: the sender waits this long after the first message
+        of a batch for more (one NOTIFY statement then carries the messages
+        of several calls; a storm makes a message every ~0.5 ms)."""
         self.dsn = dsn
         self.node_id = node_id
         self.hub = hub
@@ -48,6 +51,10 @@ class ClusterBus:
         self.on_calls_changed = on_calls_changed
         self.coalesce_s = coalesce_s
         self.reconnect_s = reconnect_s
+        self.gather_s = gather_s
+        # every notification of this node starts with this text (compact
+        # JSON, "n" first): its own are skipped before they are decoded
+        self._own_prefix = '{"n":' + json.dumps(node_id, ensure_ascii=False) + ","
         self._out: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
         self._in: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
         self._calls_dirty = False
@@ -59,11 +66,16 @@ class ClusterBus:
         self.send_failures = 0
 
     # ------------------------------------------------------------- outward
-    def relay(self, topic: str, message: dict[str, Any]) -> None:
-        """:attr:`cti.hub.Hub.relays` hook."""
+    def relay(self, topic: str, message: dict[str, Any], text: str | None = None) -> None:
+        """:attr:`cti.hub.Hub.relays` hook.  ``text``: the message as the hub
+        encoded it; the notification embeds it rather than encoding it again
+        (same JSON as :func:`_compact` of the item, but for whitespace)."""
         if not topic.startswith(RELAYED):
             return
-        self._put_out({"n": self.node_id, "k": "hub", "t": topic, "m": message})
+        if text is None:
+            self._put_out({"n": self.node_id, "k": "hub", "t": topic, "m": message})
+        else:
+            self._put_out(f'{self._own_prefix}"k":"hub","t":{json.dumps(topic, ensure_ascii=False)},"m":{text}}}')
 
     def calls_changed(self) -> None:
         """``calls`` rows were written here (:attr:`cti.screenpop.CallRecorder.on_written`);
@@ -71,7 +83,9 @@ class ClusterBus:
         self._calls_dirty = True
         self._calls_event.set()
 
-    def _put_out(self, item: dict[str, Any]) -> None:
+    def _put_out(self, item: dict[str, Any] | str) -> None:
+        """``item``: a notification, or its text already encoded (compact
+        JSON that starts with this node's prefix)."""
         try:
             self._out.put_nowait(item)
         except asyncio.QueueFull:
@@ -81,18 +95,20 @@ class ClusterBus:
     async def _sender(self) -> None:
         while True:
             batch = [await self._out.get()]
+            if self.gather_s > 0 and self._out.qsize() < 200:
+                await asyncio.sleep(self.gather_s)
             while not self._out.empty() and len(batch) < 200:
                 batch.append(self._out.get_nowait())
             payloads: list[str] = []
             try:
                 async with self.pool.acquire() as conn:
                     for item in batch:
-                        text = json.dumps(item, ensure_ascii=False, default=str, separators=(",", ":"))
+                        text = item if isinstance(item, str) else _compact(item)
                         if len(text.encode()) > MAX_PAYLOAD:
                             ref = await conn.fetchval(
                                 "INSERT INTO cluster_messages (origin, body) VALUES ($1, $2) RETURNING id",
                                 self.node_id, text)
-                            text = json.dumps({"n": self.node_id, "k": "ref", "id": ref})
+                            text = _compact({"n": self.node_id, "k": "ref", "id": ref})
                             self.refs += 1
                         payloads.append(text)
                     # one statement: the notifications keep their order
@@ -115,11 +131,13 @@ class ClusterBus:
 
     # -------------------------------------------------------------- inward
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if payload.startswith(self._own_prefix):
+            return  # our own (PostgreSQL sends every listener every notification)
         try:
             item = json.loads(payload)
         except ValueError:
             return
-        if item.get("n") == self.node_id:
+        if not isinstance(item, dict) or item.get("n") == self.node_id:
             return
         try:
             self._in.put_nowait(item)
@@ -224,6 +242,11 @@ class ClusterBus:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
+
+
+def _compact(item: dict[str, Any]) -> str:
+    """A notification's text: compact JSON, the origin node ("n") first."""
+    return json.dumps(item, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 def wallboard_refresher(pool: asyncpg.Pool, board: Any, node_id: str, since: float, threshold_s: float):

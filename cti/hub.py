@@ -36,6 +36,11 @@ class Subscriber:
                 return
 
 
+def encode(message: dict[str, Any]) -> str:
+    """A hub message as its sockets (and the other nodes) receive it."""
+    return json.dumps(message, ensure_ascii=False, default=str)
+
+
 class Hub:
     """Topics are ``agent:<id>`` (screen-pops) and ``wallboard``."""
 
@@ -43,7 +48,8 @@ class Hub:
         self._subs: dict[str, set[Subscriber]] = defaultdict(set)
         self.sent = 0
         # other nodes (cti.cluster): publish() also hands the message to each relay
-        self.relays: list[Callable[[str, dict[str, Any]], None]] = []
+        # relay(topic, message, text): text is the message as this hub encoded it
+        self.relays: list[Callable[[str, dict[str, Any], str], None]] = []
         # each agent's current screen-pop and its call state, replayed to a page
         # that connects later (opened or reloaded mid-call): agent topic -> [pop, call_state]
         self._current: dict[str, list[Any]] = {}
@@ -89,18 +95,21 @@ class Hub:
 
     def publish(self, topic: str, message: dict[str, Any]) -> int:
         """Deliver to this node's sockets and relay to the other nodes."""
-        n = self.deliver(topic, message)
+        text = encode(message)
+        n = self.deliver(topic, message, text)
         for relay in self.relays:
             try:
-                relay(topic, message)
+                relay(topic, message, text)
             except Exception:
                 log.exception("hub_relay_failed", topic=topic)
         return n
 
-    def deliver(self, topic: str, message: dict[str, Any]) -> int:
-        """Deliver to this node's sockets only (messages from other nodes)."""
+    def deliver(self, topic: str, message: dict[str, Any], text: str | None = None) -> int:
+        """Deliver to this node's sockets only (messages from other nodes).
+        ``text``: the message already encoded (:func:`encode`)."""
         self._remember(topic, message)
-        text = json.dumps(message, ensure_ascii=False, default=str)
+        if text is None:
+            text = encode(message)
         n = 0
         for sub in list(self._subs.get(topic, ())):
             try:

@@ -199,8 +199,13 @@ class CallRecorder:
     MILESTONES = ("queued", "connected", "ended")
 
     def __init__(self, pool: asyncpg.Pool, spool: Spool | None = None, *, max_batch: int = 500,
-                 on_written: list[Callable[[], None]] | None = None) -> None:
+                 on_written: list[Callable[[], None]] | None = None, gather_s: float = 0.01) -> None:
+        """``gather_s``: the writer waits this long after a row arrives for
+        more rows to write with it (write-behind; nothing reads the calls
+        table within milliseconds of a change: the live wallboard counts
+        from the events, the screen-pop writes the row its draft needs)."""
         self.pool = pool
+        self.gather_s = gather_s
         self.spool = spool
         self.max_batch = max_batch
         self.on_written: list[Callable[[], None]] = list(on_written or [])
@@ -268,6 +273,8 @@ class CallRecorder:
     async def _writer(self) -> None:
         while True:
             await self._wake.wait()
+            if self.gather_s > 0 and len(self._rows) < self.max_batch:
+                await asyncio.sleep(self.gather_s)
             self._wake.clear()
             await self._write_buffered()
             if not self._rows:

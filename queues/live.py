@@ -78,6 +78,7 @@ class QueueBoard:
         self.wrapup_s = dict(wrapup_s or {})
         self.clock = clock
         self.day: date = m.local_day(clock())
+        self._day_bounds: tuple = (0.0, 0.0, None)  # [start, end) of the day of the last event, and that day
         self.tallies: dict[str, Tally] = {}
         self.remote: dict[str, Tally] = {}  # today's calls on other nodes (cti.cluster, from the calls table)
         self.lifetime = Lifetime()
@@ -92,7 +93,11 @@ class QueueBoard:
 
     # ----------------------------------------------------------- day roll
     def _roll(self, ts: float) -> None:
+        bounds = self._day_bounds
+        if bounds[0] <= ts < bounds[1] and bounds[2] == self.day:
+            return  # the same Beijing day as the last event (the common case: no time-zone arithmetic)
         day = m.local_day(ts)
+        self._day_bounds = (*m.day_bounds(day), day)
         if day != self.day:
             self.day = day
             self.tallies = {}

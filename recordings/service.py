@@ -301,8 +301,13 @@ class RecordingWorker:
 
     def __init__(self, pool: asyncpg.Pool, settings: RecordingSettings, *, writer: Writer = pydub_writer,
                  decoder: Callable[[Path], float] | None = None, interval_s: float = 30.0,
-                 sweep_every_s: float = 3600.0, busy: Callable[[], bool] | None = None) -> None:
+                 sweep_every_s: float = 3600.0, busy: Callable[[], bool] | None = None,
+                 min_gap_s: float = 1.0) -> None:
+        """``min_gap_s``: a wake-up (a recording indexed) starts the next
+        pass no sooner than this after the previous one began: in a storm
+        one pass serves many recordings, not one pass per recording."""
         self.pool = pool
+        self.min_gap_s = min_gap_s
         # transcoding is deferred while busy() says the hotline is (a storm:
         # the CPU goes to the calls); the originals are kept meanwhile
         self.busy = busy
@@ -331,6 +336,8 @@ class RecordingWorker:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
+            self._wake.clear()  # what wakes us from here on is served by the next pass
             try:
                 sweep = loop.time() - self._last_sweep >= self.sweep_every_s
                 await self.run_once(sweep=sweep)
@@ -344,7 +351,9 @@ class RecordingWorker:
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
             except asyncio.TimeoutError:
                 pass
-            self._wake.clear()
+            gap = self.min_gap_s - (loop.time() - began)
+            if gap > 0:
+                await asyncio.sleep(gap)
 
     async def run_once(self, *, sweep: bool = True) -> WorkerStats:
         await self.recover()

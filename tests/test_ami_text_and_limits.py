@@ -348,3 +348,17 @@ def test_oversized_frames_counted_once_whatever_the_read_size(size):
         out += r.feed(data[i:i + size])
     assert [f.get("Uniqueid") for f in out] == [f"j{i}" for i in range(20)]
     assert (r.stats.oversized, r.stats.bad_lines, r.stats.skipped_empty) == (20, 20, 0)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["ActionID", "ActionId", "actionid", "ACTIONID", "Event", "Action",
+                                           "ActionIDs", "XActionID", "Uniqueid"]),
+                          st.text(max_size=4)), max_size=6))
+def test_action_id_is_the_case_insensitive_first_action_id_header(headers):
+    # frame.action_id has its own quick path (read on every frame); it must
+    # answer exactly as the general case-insensitive get()
+    frame = Frame(tuple(headers))
+    assert frame.action_id == Frame(tuple(headers)).get("ActionID")
+    expected = next((v for k, v in headers if k == "ActionID"), None)
+    if expected is None:
+        expected = next((v for k, v in headers if k.lower() == "actionid"), None)
+    assert frame.action_id == expected

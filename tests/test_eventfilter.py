@@ -148,6 +148,24 @@ def test_the_shipped_varset_lines_keep_exactly_the_four_variables():
     assert not f.allows(*ev("Newexten", ("ChanVariable", "IVR_CHOICE=repair"), ("Application", "Set")))
 
 
+def test_ivr_result_inherited_by_a_rung_agent_channel_is_dropped_but_the_callers_and_click_to_calls_pass():
+    f = AmiEventFilter(SHIPPED)
+
+    def varset(channel: str, context: str, name: str) -> tuple[str, bytes]:
+        return ev("VarSet", ("Channel", channel), ("Context", context), ("Exten", "s"),
+                  ("ChanVariable", "IVR_CHOICE=repair"), ("Variable", name), ("Value", "v"),
+                  privilege="dialplan,all")
+
+    for chan, ctx in (("PJSIP/1001-0000002a", "hotline-agents"), ("Local/1001@agents-00000001;2", "agents")):
+        assert not f.allows(*varset(chan, ctx, "__IVR_CHOICE"))
+        assert not f.allows(*varset(chan, ctx, "__OUTAGE_ID"))
+        assert f.allows(*varset(chan, ctx, "__CUSTOMER_ID"))  # click-to-call sets it there
+        assert f.allows(*varset(chan, ctx, "MIXMONITOR_FILENAME"))
+    for ctx in ("hotline-inbound", "hotline-queue", "hotline-transfer", "hotline-agents-x", "my-agents"):
+        assert f.allows(*varset("PJSIP/trunk-00000001", ctx, "__IVR_CHOICE")), ctx
+        assert f.allows(*varset("PJSIP/trunk-00000001", ctx, "__OUTAGE_ID")), ctx
+
+
 def test_an_unanchored_event_line_also_matches_longer_event_names():
     assert allowed(["Event: Hangup"], HANGUP_REQUEST)
     assert not allowed(["^Event: Hangup[[:space:]]"], HANGUP_REQUEST)
@@ -274,18 +292,21 @@ def test_posix_translation_matches_glibc_on_hand_made_patterns():
 
 # ================================================================ loader
 def test_loader_reads_the_shipped_manager_conf():
-    assert len(SHIPPED) == len(set(SHIPPED)) == 33
-    assert not [x for x in SHIPPED if x.startswith("!")], "an include list, no exclude needed"
+    assert len(SHIPPED) == len(set(SHIPPED)) == 37
+    # an include list, and four excludes: the IVR's variables inherited by the agent channels rung
+    assert [x for x in SHIPPED if x.startswith("!")] == [
+        f"!^Event: VarSet[[:space:]].*Context: {ctx}[[:space:]].*Variable: __{var}[[:space:]]"
+        for ctx in ("hotline-agents", "agents") for var in ("IVR_CHOICE", "OUTAGE_ID")]
     names = set()
     for line in SHIPPED:
-        m = re.fullmatch(r"\^Event: ([A-Za-z]+)\[\[:space:\]\](.*)", line)
+        m = re.fullmatch(r"!?\^Event: ([A-Za-z]+)\[\[:space:\]\](.*)", line)
         assert m, line
         names.add(m.group(1))
         # flavour-neutral: nothing whose meaning differs between basic and extended regex
         assert not set(line) & set("()|+?{}\\"), line
         assert ";" not in line  # would start a comment in a .conf
     assert names == KEPT | {"VarSet"}
-    varset = [re.search(r"Variable: _\*([A-Z_]+)\[", x).group(1) for x in SHIPPED if "VarSet" in x]
+    varset = [re.search(r"Variable: _\*([A-Z_]+)\[", x).group(1) for x in SHIPPED if "Variable: _*" in x]
     assert set(varset) == KEPT_VARIABLES
     # and the simulator takes them as they are
     AmiEventFilter(SHIPPED)
@@ -532,9 +553,11 @@ async def test_events_per_answered_queue_call_from_the_simulator():
     n0, n = sum(before.values()), sum(after.values())
     print(f"\nevents per answered queue call (simulator): {n0} -> {n} with the shipped eventfilter;"
           f" dropped {sorted((before - after).items())}")
-    assert set(before - after) == {"DialState", "BridgeCreate", "BridgeDestroy", "MixMonitorStart"}
+    assert set(before - after) == {"DialState", "BridgeCreate", "BridgeDestroy", "MixMonitorStart", "VarSet"}
+    # the IVR's IVR_CHOICE and OUTAGE_ID inherited by the two halves of the agent's Local channel
+    assert (before - after)["VarSet"] == 4
     assert set(after) <= KEPT | {"VarSet"} and after == before & after
-    assert n <= n0 - 4 and n <= 47
+    assert n <= n0 - 8 and n <= 43
 
 
 async def test_list_events_responses_and_login_fullybooted_pass_any_filter():

@@ -206,3 +206,25 @@ def test_wallboard_and_surge_settings_are_validated():
                 {"queue_wrapup_s": "repair=-1"}):
         with pytest.raises(ConfigError):
             load_config(env={}, **bad)
+
+
+def test_wallboard_day_tallies_restart_at_beijing_midnight_not_utc_midnight():
+    from datetime import datetime, timezone
+
+    from cti.frame import Frame
+    from cti.live import LiveModel
+    from queues.live import QueueBoard
+
+    def join(uid: str) -> Frame:
+        return Frame((("Event", "QueueCallerJoin"), ("Queue", "repair"), ("Uniqueid", uid), ("Position", "1"),
+                      ("Count", "1")))
+
+    before_midnight = datetime(2026, 11, 22, 15, 59, 59, tzinfo=timezone.utc).timestamp()  # 23:59:59 Beijing
+    board = QueueBoard(LiveModel(), clock=lambda: before_midnight)
+    offered = []
+    for i, ts in enumerate((before_midnight - 3600, before_midnight, before_midnight + 2,  # 00:00:01 Beijing
+                            before_midnight + 3, before_midnight + 8 * 3600 + 2)):  # 08:00:01 Beijing = UTC midnight
+        board.on_frame(join(f"1.{i}"), ts)
+        offered.append((board.day.isoformat(), board.tallies["repair"].offered))
+    assert offered == [("2026-11-22", 1), ("2026-11-22", 2), ("2026-11-23", 1), ("2026-11-23", 2),
+                       ("2026-11-23", 3)]

@@ -231,3 +231,39 @@ def test_hotline_is_busy_with_a_backlog_or_a_high_event_rate():
     assert g() is False
     backlog[0] = 101  # the pipeline cannot keep up
     assert g() is True
+
+
+async def test_a_burst_of_wake_ups_is_served_by_few_passes_and_the_last_recording_is_still_transcoded(
+        pool, tmp_path):
+    """A storm indexes a recording every few ms and each wakes the worker:
+    passes are at least min_gap_s apart, and a recording indexed during the
+    gap is served by the next pass (nothing waits for the 30 s timer)."""
+    import asyncio
+
+    s = settings_for(tmp_path)
+    passes = []
+
+    class Counting(RecordingWorker):
+        async def run_once(self, *, sweep: bool = True):
+            passes.append(asyncio.get_running_loop().time())
+            return await super().run_once(sweep=sweep)
+
+    worker = Counting(pool, s, interval_s=30.0, min_gap_s=0.4)
+    worker.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert len(passes) == 1  # the start-up pass
+        for i in range(30):  # 30 wake-ups in ~0.3 s
+            worker.wake()
+            await asyncio.sleep(0.01)
+        last = await indexed(pool, s, "d/400.1.wav", linkedid="400.1")
+        worker.wake()
+        for _ in range(100):
+            if (await get(pool, last))["state"] == "transcoded":
+                break
+            await asyncio.sleep(0.05)
+        assert (await get(pool, last))["state"] == "transcoded"
+        assert 2 <= len(passes) <= 3
+        assert all(b - a >= 0.39 for a, b in zip(passes, passes[1:]))
+    finally:
+        await worker.stop()

@@ -75,3 +75,24 @@ async def test_big_message_travels_by_reference(db_url):
             got = await _next(ws, "call_state")
             assert got == big
         assert a.app[services_key]["cluster"].refs == 1
+
+
+async def test_a_node_skips_its_own_notifications_and_takes_every_other_nodes():
+    """PostgreSQL hands every listener every notification; a node drops its
+    own by their first characters, before decoding them -- so a node whose
+    name another node's name starts or ends with must still be heard."""
+    from cti import cluster
+    from cti.hub import Hub
+
+    for node in ("node-a", 'no"de\\', "节点一"):
+        bus = cluster.ClusterBus("postgresql://unused", node, Hub(), pool=None)
+        own = [cluster._compact({"n": node, "k": "hub", "t": "agent:1001", "m": {"type": "call_state"}}),
+               cluster._compact({"n": node, "k": "ref", "id": 7}),
+               cluster._compact({"n": node, "k": "calls"})]
+        others = [cluster._compact({"n": node + "x", "k": "calls"}),
+                  cluster._compact({"n": "x" + node, "k": "calls"}),
+                  cluster._compact({"n": node[:-1], "k": "calls"})]
+        for text in own + others + ["not json", '{"n":']:
+            bus._on_notify(None, 0, cluster.CHANNEL, text)
+        heard = [bus._in.get_nowait()["n"] for _ in range(bus._in.qsize())]
+        assert heard == [node + "x", "x" + node, node[:-1]]
