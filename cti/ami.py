@@ -202,6 +202,12 @@ class HotlineAMIProtocol(AMIProtocol):
         if self.version is None and reader.banner:
             self.version = reader.banner.partition("/")[2]
             log.info("ami_banner", version=self.version)
+        early = getattr(factory, "frames_read", None)
+        if early is not None and frames:
+            try:
+                early(frames, now)
+            except Exception:
+                log.exception("ami_frames_read_hook_failed")
         for frame in frames:
             try:
                 self._route(frame, now)
@@ -429,6 +435,9 @@ class HotlineManager(Manager):
         self.login_listeners: list[Callable[["HotlineManager"], None]] = []
         # synchronous observers of every event frame, called before frame_sink
         self.frame_listeners: list[FrameSink] = []
+        # called with all the frames of one socket read before any of them is
+        # routed (cti.pipeline.CallPipeline.read_ahead: the screen-pop's fast lane)
+        self.frames_read: Callable[[list[Frame], float], None] | None = None
         self._wanted: dict[str, bool] = {}
         self._wanted_for = 0
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from .ami import HotlineManager, make_manager
 from .auth import Role, require
 from .config import Config
-from .db import EmbeddedPostgres, create_pool, migrate, resolve_database_url
+from .db import POP_POOL_SETTINGS, EmbeddedPostgres, create_pool, migrate, resolve_database_url
 from .hub import Hub
 from .logs import get_logger
 from .pipeline import CallPipeline
@@ -100,8 +100,12 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
             app[pool_key] = pool
             pop_pool = None
             if cfg.db_pop_pool:
+                # generic plans: the pop's two statements (find_caller,
+                # create_draft) are shaped to plan well without parameter
+                # values, and planning them for every pop cost PostgreSQL
+                # about 1 ms per pop (bench/storm.py)
                 pop_pool = await create_pool(url, cfg.db_pop_pool, cfg.db_pop_pool,
-                                             server_settings={"hotline.node": cfg.node_id})
+                                             server_settings={"hotline.node": cfg.node_id, **POP_POOL_SETTINGS})
                 app[services_key]["pop_pool"] = pop_pool
             yield
             if pop_pool is not None:
@@ -230,6 +234,7 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         from dataclasses import replace
         manager = make_manager(replace(cfg, ami_port=port), pipeline.feed, on_state)
         app[manager_key] = manager
+        manager.frames_read = pipeline.read_ahead  # the screen-pop's fast lane, ahead of the read's other frames
         pipeline.on_backpressure = lambda pressed: manager.set_reading(not pressed)
         from .resync import CdrSource, install_resync
 

@@ -174,9 +174,11 @@ WITH by_account AS (
      WHERE p.phone = ANY($2::text[]) AND NOT EXISTS (SELECT 1 FROM by_account)
      GROUP BY p.customer_id
 ), chosen AS (
+    -- the candidates' updated_at by primary key, not by a join the planner
+    -- may make a scan of customers (a generic plan knows no row counts)
     SELECT x.id FROM (SELECT id, rank FROM by_account UNION ALL SELECT id, rank FROM by_phone) x
-      JOIN customers c ON c.id = x.id
-     ORDER BY x.rank, c.updated_at DESC, c.id DESC LIMIT 1
+     ORDER BY x.rank, (SELECT c.updated_at FROM customers c WHERE c.id = x.id) DESC NULLS LAST, x.id DESC
+     LIMIT 1
 ), found AS (
     {_SELECT} JOIN chosen ON chosen.id = c.id
 )

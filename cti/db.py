@@ -53,6 +53,11 @@ def resolve_database_url(database_url: str, state_dir: str) -> tuple[str, Embedd
     return emb.start(), emb
 
 
+# The screen-pop's own connections (cti.app, db_pop_pool): one generic plan
+# per statement instead of a custom plan per pop.
+POP_POOL_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
+
+
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, timeout: float = 10.0,
                       server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
     """``server_settings``: e.g. ``{"hotline.node": node_id}`` (cti.cluster)."""

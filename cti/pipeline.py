@@ -80,6 +80,9 @@ class CallPipeline:
         # a hook must only start work that its ordered handler waits for.
         self.fast_lane: dict[str, Callable[[DomainEvent], None]] = {}
         self._fast_normaliser = Normaliser()
+        # frames whose hook read_ahead() has run (id -> the frame itself: an
+        # identity check, so a recycled id never skips another frame's hook)
+        self._fired: dict[int, Frame] = {}
 
     def backlog(self) -> int:
         """Frames and events waiting (the ordered worker and the shards)."""
@@ -88,21 +91,47 @@ class CallPipeline:
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
 
+    def read_ahead(self, frames: list[Frame], received_at: float) -> None:
+        """The frames of one socket read, before any of them is routed (the
+        AMI protocol's ``frames_read`` hook): the fast lane's hooks run now,
+        not after the frames read before them in the same read went their
+        way (a ring's AgentCalled comes after its Newchannel, NewCallerid,
+        VarSet... frames, often in one read).  feed() then skips the hook of
+        these frames."""
+        fired = self._fired
+        fired.clear()
+        lane = self.fast_lane
+        if not lane:
+            return
+        for frame in frames:
+            headers = frame.headers
+            if headers and headers[0][0] == "Event":
+                hook = lane.get(headers[0][1])
+                if hook is not None and frame.action_id is None:  # not a list item of an action
+                    fired[id(frame)] = frame
+                    self._fire(hook, frame, received_at)
+
+    def _fire(self, hook: Callable[[DomainEvent], None], frame: Frame, received_at: float) -> None:
+        event = self._fast_normaliser(frame, received_at)
+        if event is not None and not isinstance(event, UnknownEvent):
+            try:
+                hook(event)
+            except Exception:
+                log.exception("fast_lane_failed", ami_event=frame.headers[0][1])
+
     # called synchronously from the AMI protocol
     def feed(self, frame: Frame, received_at: float | None = None) -> None:
         self.stats.frames += 1
         if received_at is None:
             received_at = time.time()
         if self.fast_lane:
-            headers = frame.headers
-            hook = self.fast_lane.get(headers[0][1]) if headers and headers[0][0] == "Event" else None
-            if hook is not None:
-                event = self._fast_normaliser(frame, received_at)
-                if event is not None and not isinstance(event, UnknownEvent):
-                    try:
-                        hook(event)
-                    except Exception:
-                        log.exception("fast_lane_failed", ami_event=headers[0][1])
+            if self._fired and self._fired.pop(id(frame), None) is frame:
+                pass  # its hook ran in read_ahead()
+            else:
+                headers = frame.headers
+                hook = self.fast_lane.get(headers[0][1]) if headers and headers[0][0] == "Event" else None
+                if hook is not None:
+                    self._fire(hook, frame, received_at)
         try:
             self._queue.put_nowait((frame, received_at))
             if not self._pressed and self.on_backpressure is not None and self._queue.qsize() >= self.high_water:

@@ -362,3 +362,46 @@ def test_action_id_is_the_case_insensitive_first_action_id_header(headers):
     if expected is None:
         expected = next((v for k, v in headers if k.lower() == "actionid"), None)
     assert frame.action_id == expected
+
+
+NEWCHANNEL_10_3 = (b"Event: Newchannel\r\nPrivilege: call,all\r\nChannel: Local/1001@agents-00000001;1\r\n"
+                   b"ChannelState: 0\r\nUniqueid: 10.3\r\nLinkedid: 10.1\r\n\r\n")
+
+
+async def test_a_reads_agent_called_is_fast_laned_before_the_frames_read_ahead_of_it_are_routed(link):
+    """One socket read: Newchannel, Newchannel, AgentCalled.  The fast lane's
+    hook runs before the first Newchannel reaches any frame consumer, and only
+    once; the ordered path still sees all three in wire order."""
+    srv, m, frames, pipeline, events = link
+    order: list[str] = []
+    pipeline.fast_lane["AgentCalled"] = lambda ev: order.append(f"fast {ev.agent} (routed so far: {len(frames)})")
+    m.frames_read = pipeline.read_ahead
+    m.frame_listeners.append(lambda f, ts: order.append(f"routed {f.event}"))
+    before = len(frames)
+    srv.writer.write(NEWCHANNEL_10_3 + NEWCHANNEL_10_3.replace(b";1", b";2").replace(b"10.3", b"10.4") + AGENT_CALLED)
+    assert await _until(lambda: len(frames) == before + 3)
+    assert order == [f"fast 1001 (routed so far: {before})", "routed Newchannel", "routed Newchannel",
+                     "routed AgentCalled"]
+    await pipeline.drain()
+    assert [type(e).__name__ for e in events[-3:]] == ["ChannelCreated", "ChannelCreated", "AgentCalled"]
+
+
+def test_read_ahead_fires_each_frame_once_and_never_skips_another_frame():
+    pipeline = CallPipeline()
+    fired: list[str] = []
+    pipeline.fast_lane["AgentCalled"] = lambda ev: fired.append(ev.linkedid)
+    a, b = FrameReader(expect_banner=False).feed(AGENT_CALLED + AGENT_CALLED)
+    assert a is not b and a == b
+    pipeline.read_ahead([a], 1.0)
+    pipeline.feed(a, 1.0)
+    assert fired == ["10.1"]  # read ahead, not again when fed
+    pipeline.feed(b, 1.0)  # equal content, another frame: its own hook
+    assert fired == ["10.1", "10.1"]
+    pipeline.read_ahead([a], 2.0)  # read ahead but never fed (an exception in routing)...
+    pipeline.read_ahead([], 3.0)  # ...the next read forgets it
+    pipeline.feed(a, 3.0)
+    assert fired == ["10.1"] * 4
+    # a list item of an action (it carries the ActionID) is not an event to pop
+    listed = Frame(a.headers + (("ActionID", "q-1"),))
+    pipeline.read_ahead([listed], 4.0)
+    assert fired == ["10.1"] * 4

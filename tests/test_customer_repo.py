@@ -238,3 +238,96 @@ async def test_find_caller_gives_what_the_account_number_and_recent_order_lookup
         assert got == zhang and [r[2] for r in recent] == ["closed", "accepted"]
         got, recent = await find_caller(conn, account="", raw_number="13900000001", phone="13900000001")
         assert got is None and [r[2] for r in recent] == ["accepted"]
+
+
+async def _bulk_customers_and_orders(conn, n_customers: int, n_orders: int, seed: int = 5) -> list[int]:
+    """Many customers (one mobile each) and orders over them and some unknown
+    numbers, in every status the pop treats apart (drafts hidden)."""
+    import random
+
+    rng = random.Random(seed)
+    await conn.execute(
+        "INSERT INTO customers (account_no, name) SELECT 'B' || g, '客户' || g FROM generate_series(1, $1) g",
+        n_customers)
+    ids = [r[0] for r in await conn.fetch("SELECT id FROM customers WHERE account_no LIKE 'B%' ORDER BY id")]
+    await conn.executemany("INSERT INTO customer_phones (customer_id, phone) VALUES ($1, $2)",
+                           [(cid, f"1370000{i:04d}") for i, cid in enumerate(ids)])
+    await conn.executemany("INSERT INTO calls (linkedid) VALUES ($1) ON CONFLICT DO NOTHING",
+                           [(f"77.{i}",) for i in range(50)])
+    rows = []
+    for i in range(n_orders):
+        k = rng.randrange(len(ids))
+        known = rng.random() < 0.7
+        num = f"1370000{k:04d}" if rng.random() < 0.8 else f"1390000{rng.randrange(20):04d}"
+        rows.append((f"T{seed}-{i:07d}", rng.choice(["draft", "accepted", "accepted", "closed"]),
+                     ids[k] if known else None, num, f"77.{rng.randrange(50)}", f"a{i}", rng.random() * 1e6))
+    await conn.executemany(
+        "INSERT INTO work_orders (order_no, status, customer_id, caller_num_norm, linkedid, agent, created_at, "
+        "closed_at, order_type) VALUES ($1, $2, $3, $4, $5, $6, now() - make_interval(secs => $7), "
+        "CASE WHEN $2 = 'closed' THEN now() END, 'enquiry')", rows)
+    return ids
+
+
+async def test_recent_orders_are_the_customers_and_the_numbers_newest_first_without_drafts_or_this_call(pool):
+    """The rule, spelt out plainly (one OR), against the screen-pop's form of
+    it (two index scans merged), over random orders and every kind of
+    argument -- with custom and with generic plans."""
+    import random
+
+    from tickets import repository as orders
+
+    plain = """SELECT order_no, order_type, status, created_at, description FROM work_orders
+               WHERE status <> 'draft' AND coalesce(linkedid, '') <> $4
+                 AND ((customer_id IS NOT NULL AND customer_id = $1) OR ($2 <> '' AND caller_num_norm = $2))
+               ORDER BY created_at DESC LIMIT $3"""
+    rng = random.Random(11)
+    async with pool.acquire() as conn:
+        ids = await _bulk_customers_and_orders(conn, 40, 1500)
+        for mode in ("auto", "force_generic_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            for _ in range(150):
+                cid = rng.choice(ids + [None])
+                phone = rng.choice([f"1370000{rng.randrange(45):04d}", f"1390000{rng.randrange(22):04d}", ""])
+                limit = rng.choice([0, 1, 5, 50])
+                exclude = rng.choice(["", f"77.{rng.randrange(50)}"])
+                want = [tuple(r) for r in await conn.fetch(plain, cid, phone, limit, exclude)]
+                got = await orders.recent_orders(conn, customer_id=cid, phone=phone, limit=limit,
+                                                 exclude_linkedid=exclude)
+                if cid is None and not phone:
+                    want = []
+                assert [(r.order_no, r.order_type, r.status, r.created_at, r.description) for r in got] == want, \
+                    (mode, cid, phone, limit, exclude)
+        await conn.execute("RESET plan_cache_mode")
+
+
+async def test_the_screen_pops_read_keeps_to_indexes_in_a_generic_plan_on_a_fresh_import(db_url):
+    """The pop's connections use generic plans (cti.db.POP_POOL_SETTINGS):
+    planned without the parameters' values and before any ANALYZE (a big
+    customer import has just landed), the read still goes by index, and
+    reads what a custom plan reads."""
+    import re
+
+    from cti.customer_repo import _FIND_CALLER_SQL, find_caller
+    from cti.db import POP_POOL_SETTINGS, create_pool
+
+    custom = await create_pool(db_url, 1, 1)
+    generic = await create_pool(db_url, 1, 1, server_settings=POP_POOL_SETTINGS)
+    try:
+        async with custom.acquire() as conn:
+            await _bulk_customers_and_orders(conn, 6000, 6000, seed=6)
+        async with generic.acquire() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            await conn.execute(f"PREPARE pop_read(text, text[], text, int, text) AS {_FIND_CALLER_SQL}")
+            plan = "\n".join(r[0] for r in await conn.fetch(
+                "EXPLAIN EXECUTE pop_read('', ARRAY['13700000042'], '13700000042', 5, '')"))
+            await conn.execute("DEALLOCATE pop_read")
+            assert not re.search(r"Seq Scan on (customers|work_orders|customer_phones)\b", plan), plan
+            for account, number in (("", "13700000042"), ("B77", "13900000003"), ("", "13900000003"),
+                                    ("B5999", ""), ("", "13600000000")):
+                args = dict(account=account, raw_number=number or None, phone=number, exclude_linkedid="77.3")
+                got = await find_caller(conn, **args)
+                async with custom.acquire() as c2:
+                    assert got == await find_caller(c2, **args), (account, number)
+    finally:
+        await generic.close()
+        await custom.close()

@@ -188,11 +188,20 @@ def recent_orders_sql(customer_id: str, phone: str, limit: str, exclude_linkedid
     call's own.  Columns: order_no, order_type, status, created_at,
     description (:class:`RecentOrder`).  Also composed into the screen-pop's
     single read (cti.customer_repo.find_caller)."""
-    return f"""SELECT order_no, order_type, status, created_at, description FROM work_orders
-           WHERE status <> 'draft' AND coalesce(linkedid, '') <> {exclude_linkedid}
-             AND ((customer_id IS NOT NULL AND customer_id = {customer_id})
-                  OR ({phone} <> '' AND caller_num_norm = {phone}))
-           ORDER BY created_at DESC LIMIT {limit}"""
+    # Two index scans (work_orders_customer_idx, work_orders_caller_num_idx,
+    # both (key, created_at DESC)) merged, rather than one OR: the plan
+    # stays two short index scans whatever the parameters and the table
+    # statistics, so the screen-pop's connections can keep one generic plan
+    # (cti.app: plan_cache_mode) instead of planning every pop.
+    cols = "order_no, order_type, status, created_at, description"
+    keep = f"status <> 'draft' AND coalesce(linkedid, '') <> {exclude_linkedid}"
+    return f"""SELECT {cols} FROM (
+          (SELECT {cols} FROM work_orders WHERE customer_id = {customer_id} AND {keep}
+            ORDER BY created_at DESC LIMIT {limit})
+          UNION
+          (SELECT {cols} FROM work_orders WHERE caller_num_norm = {phone} AND {phone} <> '' AND {keep}
+            ORDER BY created_at DESC LIMIT {limit})) recent
+        ORDER BY created_at DESC LIMIT {limit}"""
 
 
 async def recent_orders(conn: asyncpg.Connection, *, customer_id: int | None, phone: str,
