@@ -29,6 +29,7 @@ with the parts panoramisk 1.4 gets wrong for a call centre wrapped:
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 import itertools
 import os
 import random
@@ -172,6 +173,11 @@ class HotlineAMIProtocol(AMIProtocol):
         self.last_read = time.monotonic()
         self.pending: dict[str, _Pending] = {}
         self._bytes_without_frame = 0
+        # frames read but not routed yet (a big read is routed ROUTE_BATCH
+        # frames per loop turn), with their read time
+        self._unrouted: deque[tuple[Frame, float]] = deque()
+        self._routing_soon = False
+        self._paused_for_routing = False
 
     # -- input ------------------------------------------------------------
     def data_received(self, data: bytes) -> None:  # type: ignore[override]
@@ -208,15 +214,79 @@ class HotlineAMIProtocol(AMIProtocol):
                 early(frames, now)
             except Exception:
                 log.exception("ami_frames_read_hook_failed")
-        for frame in frames:
-            try:
-                self._route(frame, now)
-            except Exception:
-                if isinstance(factory, HotlineManager):
-                    factory.stats.sink_errors += 1
-                log.exception("ami_frame_handling_failed", ami_event=frame.event)
+        if self._unrouted or len(frames) > self.ROUTE_BATCH:
+            # A big read (the loop was busy and the socket filled up: up to
+            # 256 KB, hundreds of frames, tens of ms of routing) is routed a
+            # batch per loop turn, so that the screen-pops in flight are not
+            # held up behind all of it.  Order is kept: while frames wait,
+            # new reads queue behind them.  Reading goes on (the fast lane
+            # sees the next rings as they come) unless UNROUTED_MAX wait.
+            self._unrouted.extend((f, now) for f in frames)
+            if len(self._unrouted) > self.UNROUTED_MAX and not self._paused_for_routing:
+                self._paused_for_routing = True
+                self._pause(True)
+            if not self._routing_soon:
+                self._routing_soon = True
+                self._loop().call_soon(self._route_some)
+        else:
+            for frame in frames:
+                self._route_guarded(frame, now)
         if isinstance(factory, HotlineManager):
             factory._note_malformed()
+
+    ROUTE_BATCH = 32
+    UNROUTED_MAX = 2000
+
+    def _route_guarded(self, frame: Frame, now: float) -> None:
+        try:
+            self._route(frame, now)
+        except Exception:
+            factory = self.factory
+            if isinstance(factory, HotlineManager):
+                factory.stats.sink_errors += 1
+            log.exception("ami_frame_handling_failed", ami_event=frame.event)
+
+    def _route_some(self, limit: int | None = None) -> None:
+        """Route up to ``limit`` (ROUTE_BATCH) waiting frames; again on the
+        next loop turn while some wait, then read again."""
+        todo = self._unrouted
+        n = self.ROUTE_BATCH if limit is None else limit
+        while todo and n > 0:
+            frame, now = todo.popleft()
+            self._route_guarded(frame, now)
+            n -= 1
+        if todo:
+            self._loop().call_soon(self._route_some)
+            return
+        self._routing_soon = False
+        if self._paused_for_routing:
+            self._paused_for_routing = False
+            self._pause(False)
+
+    def _route_all_waiting(self) -> None:
+        """The link is going: what was read is still routed first (its events
+        happened), in order."""
+        if self._unrouted:
+            self._route_some(len(self._unrouted))
+
+    def _pause(self, routing: bool) -> None:
+        transport = getattr(self, "transport", None)
+        if transport is None or transport.is_closing():
+            return
+        try:
+            if routing:
+                transport.pause_reading()
+            elif not getattr(self.factory, "reading_paused", False):  # not while the pipeline holds it
+                transport.resume_reading()
+        except (RuntimeError, AttributeError):  # a transport that cannot pause (tests' fakes)
+            pass
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def connection_lost(self, exc):  # type: ignore[override]
+        self._route_all_waiting()
+        super().connection_lost(exc)
 
     def _give_up(self, why: str) -> None:
         factory = self.factory

@@ -97,9 +97,11 @@ class CallPipeline:
         not after the frames read before them in the same read went their
         way (a ring's AgentCalled comes after its Newchannel, NewCallerid,
         VarSet... frames, often in one read).  feed() then skips the hook of
-        these frames."""
+        these frames (they are fed later, in order, also when a big read is
+        routed over several loop turns)."""
         fired = self._fired
-        fired.clear()
+        if len(fired) > 10_000:  # frames read ahead but never fed (routing failed): let them go
+            fired.clear()
         lane = self.fast_lane
         if not lane:
             return

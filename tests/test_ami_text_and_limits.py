@@ -397,11 +397,112 @@ def test_read_ahead_fires_each_frame_once_and_never_skips_another_frame():
     assert fired == ["10.1"]  # read ahead, not again when fed
     pipeline.feed(b, 1.0)  # equal content, another frame: its own hook
     assert fired == ["10.1", "10.1"]
-    pipeline.read_ahead([a], 2.0)  # read ahead but never fed (an exception in routing)...
-    pipeline.read_ahead([], 3.0)  # ...the next read forgets it
+    pipeline.read_ahead([a], 2.0)  # read ahead, then another read before it is fed (a big read
+    pipeline.read_ahead([], 3.0)   # routed over several loop turns): still not fired twice
     pipeline.feed(a, 3.0)
+    assert fired == ["10.1"] * 3
+    pipeline.feed(a, 3.0)  # fed again (not read ahead this time): fires
     assert fired == ["10.1"] * 4
     # a list item of an action (it carries the ActionID) is not an event to pop
     listed = Frame(a.headers + (("ActionID", "q-1"),))
     pipeline.read_ahead([listed], 4.0)
     assert fired == ["10.1"] * 4
+
+
+class _PausableTransport:
+    def __init__(self) -> None:
+        self.reading = True
+        self.closing = False
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def write(self, data) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closing = True
+
+
+def _manager_and_protocol(sink):
+    from cti.ami import HotlineAMIProtocol
+
+    m = HotlineManager(frame_sink=sink, host="127.0.0.1", port=1, username="u", secret="s")
+    proto = HotlineAMIProtocol(m)
+    transport = _PausableTransport()
+    proto.connection_made(transport)
+    proto.data_received(b"Asterisk Call Manager/11.0.0\r\n")
+    return m, proto, transport
+
+
+def _newchannels(start: int, n: int) -> bytes:
+    return b"".join(NEWCHANNEL_10_3.replace(b"10.3", f"20.{i}".encode()) for i in range(start, start + n))
+
+
+async def test_a_big_read_is_routed_in_order_a_batch_per_loop_turn_and_reading_waits_for_it():
+    """A read of 300 frames (the loop was busy, the socket filled up) does
+    not hold the loop for all of them: other callbacks (a screen-pop's next
+    step) run between batches; the frames keep their order, also across a
+    read that comes meanwhile; reading pauses only while too many wait."""
+    turns = [0]
+    routed: list[tuple[str, int]] = []
+    m, proto, transport = _manager_and_protocol(lambda f, ts: routed.append((f.get("Uniqueid"), turns[0])))
+
+    async def ticker():
+        while True:
+            turns[0] += 1
+            await asyncio.sleep(0)
+
+    tick = asyncio.create_task(ticker())
+    try:
+        proto.data_received(_newchannels(0, 300))
+        assert len(routed) == 0 and transport.reading  # nothing routed inside the read; reading goes on
+        proto.data_received(_newchannels(300, 5))  # the next read: queued behind
+        assert await until(lambda: len(routed) == 305, 5.0)
+        assert [u for u, _ in routed] == [f"20.{i}" for i in range(305)]
+        batches = {}
+        for _, turn in routed:
+            batches[turn] = batches.get(turn, 0) + 1
+        assert len(batches) >= 300 // proto.ROUTE_BATCH and max(batches.values()) <= proto.ROUTE_BATCH
+        assert transport.reading
+        # past UNROUTED_MAX frames waiting, reading pauses until they are routed
+        proto.data_received(_newchannels(1000, proto.UNROUTED_MAX + 1))
+        assert not transport.reading
+        assert await until(lambda: len(routed) == 305 + proto.UNROUTED_MAX + 1, 10.0)
+        assert transport.reading
+        m.reading_paused = True  # ... but not against the pipeline's own backpressure
+        proto.data_received(_newchannels(4000, proto.UNROUTED_MAX + 1))
+        assert await until(lambda: len(routed) == 305 + 2 * (proto.UNROUTED_MAX + 1), 10.0)
+        assert not transport.reading
+        m.reading_paused = False
+        routed.clear()
+        # small reads are routed at once, as before
+        proto.data_received(_newchannels(400, 3))
+        assert [u for u, _ in routed[-3:]] == ["20.400", "20.401", "20.402"]
+    finally:
+        tick.cancel()
+
+
+async def test_frames_read_before_the_link_drops_are_all_routed_before_it_is_reported_lost():
+    routed: list[str] = []
+    states: list[tuple[str, int]] = []
+    m, proto, transport = _manager_and_protocol(lambda f, ts: routed.append(f.get("Uniqueid")))
+    m.on_state_change = lambda state: states.append((state, len(routed)))
+    m.state = "logged_in"
+    proto.data_received(_newchannels(0, 200))
+    assert len(routed) < 200
+    transport.closing = True
+    m._schedule_reconnect = lambda: None  # no real reconnect in this test
+    m.loop = asyncio.get_running_loop()
+    m.on_disconnect = lambda *a: None
+    proto.connection_lost(ConnectionResetError("peer reset"))
+    assert routed == [f"20.{i}" for i in range(200)]
+    assert states and states[0] == ("lost", 200)
+    await asyncio.sleep(0.01)  # the batches already scheduled find nothing left
+    assert len(routed) == 200
