@@ -25,15 +25,42 @@ class Subscriber:
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=256))
     task: asyncio.Task | None = None
     dropped: int = 0
+    # Frames never interleave or overtake: ``sending`` while the writer
+    # task writes one; ``reserved`` from the moment Hub.publish_now picks
+    # this idle socket until its frame is written (the writer waits on
+    # ``free``, so what is published meanwhile comes after it)
+    sending: bool = False
+    reserved: bool = False
+    free: asyncio.Event = field(default_factory=asyncio.Event)
+    dead: bool = False
+
+    def idle(self) -> bool:
+        """Nothing waiting and nothing being written: a frame written now
+        comes after everything published before it."""
+        return not (self.dead or self.sending or self.reserved) and self.queue.empty()
 
     async def _writer(self) -> None:
         while True:
             text = await self.queue.get()
+            while self.reserved:
+                await self.free.wait()
+            self.sending = True
             try:
                 await self.ws.send_str(text)
             except Exception as exc:  # closed socket: stop quietly, the handler unsubscribes
+                self.dead = True
                 log.info("ws_send_failed", topic=self.topic, error=str(exc))
                 return
+            finally:
+                self.sending = False
+
+    def reserve(self) -> None:
+        self.reserved = True
+        self.free.clear()
+
+    def release(self) -> None:
+        self.reserved = False
+        self.free.set()
 
 
 def encode(message: dict[str, Any]) -> str:
@@ -104,14 +131,48 @@ class Hub:
                 log.exception("hub_relay_failed", topic=topic)
         return n
 
-    def deliver(self, topic: str, message: dict[str, Any], text: str | None = None) -> int:
-        """Deliver to this node's sockets only (messages from other nodes).
-        ``text``: the message already encoded (:func:`encode`)."""
+    async def publish_now(self, topic: str, message: dict[str, Any]) -> int:
+        """:meth:`publish`, but to a socket with nothing waiting the frame is
+        written by the caller's task before this returns, not one loop turn
+        later by the socket's writer task (the screen-pop: under load a loop
+        turn is milliseconds).  A socket with frames waiting gets it queued
+        behind them, as publish() would."""
+        text = encode(message)
         self._remember(topic, message)
-        if text is None:
-            text = encode(message)
+        subs = list(self._subs.get(topic, ()))
+        now = [sub for sub in subs if sub.idle()]
+        for sub in now:  # before any await: whatever is published from here on queues behind
+            sub.reserve()
+        n = self._enqueue(topic, [sub for sub in subs if sub not in now], text)
+        for relay in self.relays:
+            try:
+                relay(topic, message, text)
+            except Exception:
+                log.exception("hub_relay_failed", topic=topic)
+        done = 0
+        try:
+            for sub in now:
+                try:
+                    await sub.ws.send_str(text)
+                    n += 1
+                    self.sent += 1
+                except Exception as exc:  # its writer task and the page's handler clean up
+                    sub.dead = True
+                    log.info("ws_send_failed", topic=topic, error=str(exc))
+                finally:
+                    done += 1
+                    sub.release()
+        finally:  # cancelled half-way: the sockets not written yet get it the usual way
+            rest = now[done:]
+            if rest:
+                n += self._enqueue(topic, rest, text)
+                for sub in rest:
+                    sub.release()
+        return n
+
+    def _enqueue(self, topic: str, subs: list[Subscriber], text: str) -> int:
         n = 0
-        for sub in list(self._subs.get(topic, ())):
+        for sub in subs:
             try:
                 sub.queue.put_nowait(text)
                 n += 1
@@ -120,6 +181,14 @@ class Hub:
                 log.warning("ws_queue_full", topic=topic, dropped=sub.dropped)
         self.sent += n
         return n
+
+    def deliver(self, topic: str, message: dict[str, Any], text: str | None = None) -> int:
+        """Deliver to this node's sockets only (messages from other nodes).
+        ``text``: the message already encoded (:func:`encode`)."""
+        self._remember(topic, message)
+        if text is None:
+            text = encode(message)
+        return self._enqueue(topic, list(self._subs.get(topic, ())), text)
 
     async def close(self) -> None:
         for subs in list(self._subs.values()):

@@ -598,7 +598,7 @@ class ScreenPopService:
                     ivr_choice=ivr_choice, outage_id=outage_id, customer=cust, recent_orders=tuple(recent)))
                 message.update(customer=cust, recent_orders=[r.to_dict() for r in recent])
                 if not sent:  # the agent sees the caller now; the draft's number follows
-                    self._send({**message, "order_pending": True,
+                    await self._send({**message, "order_pending": True,
                                 "provisional_order": {**fields, "status": "draft"}}, t0)
                     sent = True
                 if call is not None or fast:  # the call row and the draft in one statement
@@ -611,7 +611,7 @@ class ScreenPopService:
                     order, created = await orders.create_draft(conn, fields, numbers=self.numbers)
                 self._made_draft(event.linkedid, agent)
             message["order"] = order
-            self._update(message, t0)
+            await self._update(message, t0)
             return "done", message
         except Exception as exc:  # database trouble must not cost the agent the caller's number
             if fast:
@@ -624,28 +624,30 @@ class ScreenPopService:
                     await self._spool_pop(event, call, message, account=account, phone_key=phone_key,
                                           caller_num=caller_num, caller_name=caller_name, ivr_choice=ivr_choice,
                                           outage_id=outage_id, exc=exc)
-                    return "done", (self._update(message, t0) if sent else self._send(message, t0))
+                    return "done", (await self._update(message, t0) if sent else await self._send(message, t0))
                 except Exception as spool_exc:
                     exc = spool_exc
             self.failures += 1
             log.error("screen_pop_degraded", error=f"{type(exc).__name__}: {exc}")
             message["error"] = "工单库暂不可用,已显示来电号码 / work-order store unavailable"
-        return "done", (self._update(message, t0) if sent else self._send(message, t0))
+        return "done", (await self._update(message, t0) if sent else await self._send(message, t0))
 
-    def _update(self, message: dict[str, Any], t0: float) -> dict[str, Any]:
+    async def _update(self, message: dict[str, Any], t0: float) -> dict[str, Any]:
         """The pop of this ring again, completed (the draft written, or the
         spool's provisional order, or the error): the page redraws it keeping
         what the agent typed meanwhile; the hub replays this version."""
         message["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        self.hub.publish(f"agent:{message['agent']}", {
+        await self.hub.publish_now(f"agent:{message['agent']}", {
             "type": "screen_pop_update", "linkedid": message["linkedid"], "agent": message["agent"],
             "order": message["order"], "pop": message})
         return message
 
-    def _send(self, message: dict[str, Any], t0: float) -> dict[str, Any]:
+    async def _send(self, message: dict[str, Any], t0: float) -> dict[str, Any]:
+        """The screen-pop frame, written to the agent's idle sockets by this
+        task (Hub.publish_now)."""
         self.pops += 1
         message["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        delivered = self.hub.publish(f"agent:{message['agent']}", message)
+        delivered = await self.hub.publish_now(f"agent:{message['agent']}", message)
         log.info("screen_pop_sent", delivered=delivered, order_no=(message["order"] or {}).get("order_no"),
                  known_customer=message["customer"] is not None, pending=bool(message.get("pending")))
         return message

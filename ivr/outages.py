@@ -616,7 +616,10 @@ class IvrDecision:
 
 # -- what the caller hears ---------------------------------------------------
 
-_KV = re.compile(r"(?<=\d)\s*[kK][vV](?![A-Za-z])")
+# the voltage unit wherever it is written (10kV, 35KV, "kV线路"); kVA (a
+# transformer's capacity) first: espeak-ng would spell the letters out
+_KVA = re.compile(r"\s*[kK][vV][aA]")
+_KV = re.compile(r"\s*[kK][vV]")
 _DECIMAL = re.compile(r"(?<=\d)\.(?=\d)")
 _RANGE = re.compile(r"(?<=\d)\s*[-~～—–]\s*(?=\d)")
 _SHARP = re.compile(r"(?<=\d)\s*#")
@@ -629,6 +632,7 @@ def spoken_text(s: str) -> str:
     """Department text made safe for the TTS: 10kV -> 10千伏, 1# -> 1号,
     3-5 -> 3至5, other punctuation -> a pause, the rest dropped."""
     s = unicodedata.normalize("NFKC", s or "")
+    s = _KVA.sub("千伏安", s)
     s = _KV.sub("千伏", s)
     s = _DECIMAL.sub("点", s)
     s = _RANGE.sub("至", s)
@@ -641,7 +645,9 @@ def spoken_text(s: str) -> str:
         elif ch in "()()[]【】《》“”\"'!!??/\\|·.":
             out.append(",")
         # anything else (emoji, markup, control characters) is dropped
-    text = re.sub(r"[,。、;:]*([,。、;:])[,。、;:]*", r"\1", "".join(out))
+    # again: dropping a character may have joined a k and a V ("k&V")
+    text = _KV.sub("千伏", _KVA.sub("千伏安", "".join(out)))
+    text = re.sub(r"[,。、;:]*([,。、;:])[,。、;:]*", r"\1", text)
     return text.strip(",。、;:")
 
 

@@ -85,6 +85,14 @@ def inside_root(root: str, path: Path) -> bool:
         return False
 
 
+def _probe_inside(root: str, path: Path):
+    """:func:`probe_wav` of a file that really is under ``root``."""
+    if not inside_root(root, path):
+        raise RecordingFileError("rejected", "录音文件指向录音目录之外 / file resolves outside the "
+                                             "recordings directory (symlink)")
+    return probe_wav(path)
+
+
 @dataclass
 class _Open:
     rec_id: int
@@ -239,15 +247,13 @@ async def index_recording(pool: asyncpg.Pool, settings: RecordingSettings, rec_i
     err: RecordingFileError | None = None
     info = None
     for attempt in range(len(delays) + 1):
-        if not inside_root(settings.root, path):
-            err = RecordingFileError("rejected", "录音文件指向录音目录之外 / file resolves outside the "
-                                                 "recordings directory (symlink)")
-            break
-        try:
-            info = await loop.run_in_executor(None, probe_wav, path)
+        try:  # in a thread: resolving the path and reading the file are system calls
+            info = await loop.run_in_executor(None, _probe_inside, settings.root, path)
         except RecordingFileError as exc:
             err = exc
             info = None
+            if exc.kind == "rejected":
+                break
         if info is not None and info.header_complete:
             break
         if attempt < len(delays):  # Asterisk may still be closing the file

@@ -298,3 +298,12 @@ def test_the_outage_model_and_workdays_import_without_io_libraries():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parent.parent)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_spoken_text_reads_the_voltage_unit_wherever_it_is_written():
+    # hypothesis found "kV" alone left for espeak-ng to spell out
+    assert spoken_text("kV") == "千伏"
+    assert spoken_text("kV线路跳闸") == "千伏线路跳闸"
+    assert spoken_text("100kVA变压器故障") == "100千伏安变压器故障"
+    assert spoken_text("10 kv 才湾线") == "10千伏才湾线"
+    assert spoken_text("k&V") == "千伏"  # a dropped character must not leave the letters joined

@@ -62,6 +62,12 @@ def _service(pool) -> tuple[ScreenPopService, list[dict]]:
     hub = Hub()
     sent: list[dict] = []
     hub.publish = lambda topic, message: sent.append(message) or 1  # type: ignore[method-assign]
+
+    async def publish_now(topic, message):
+        sent.append(message)
+        return 1
+
+    hub.publish_now = publish_now  # type: ignore[method-assign]
     return ScreenPopService(pool, hub), sent
 
 
