@@ -155,6 +155,21 @@ class _Pending:
 _FAILED = ("error", "failure", "fail")
 
 
+def _set_reading(transport, on: bool) -> bool:
+    """Pause or resume reading a socket; False if it cannot be (closing, or a
+    transport that cannot pause: tests' fakes)."""
+    if transport is None or transport.is_closing():
+        return False
+    try:
+        if on:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+    except (RuntimeError, AttributeError):
+        return False
+    return True
+
+
 class HotlineAMIProtocol(AMIProtocol):
     """Splits and decodes whole frames before anything else sees them, and
     correlates our actions by ActionID."""
@@ -270,16 +285,8 @@ class HotlineAMIProtocol(AMIProtocol):
             self._route_some(len(self._unrouted))
 
     def _pause(self, routing: bool) -> None:
-        transport = getattr(self, "transport", None)
-        if transport is None or transport.is_closing():
-            return
-        try:
-            if routing:
-                transport.pause_reading()
-            elif not getattr(self.factory, "reading_paused", False):  # not while the pipeline holds it
-                transport.resume_reading()
-        except (RuntimeError, AttributeError):  # a transport that cannot pause (tests' fakes)
-            pass
+        if routing or not getattr(self.factory, "reading_paused", False):  # not while the pipeline holds it
+            _set_reading(getattr(self, "transport", None), not routing)
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
@@ -623,17 +630,8 @@ class HotlineManager(Manager):
         and the CDR reconciliation close the gap."""
         self.reading_paused = not on
         proto = self.protocol
-        transport = getattr(proto, "transport", None) if proto is not None else None
-        if transport is None or transport.is_closing():
-            return
-        try:
-            if on:
-                transport.resume_reading()
-            else:
-                transport.pause_reading()
-                self.stats.read_pauses += 1
-        except (RuntimeError, AttributeError):  # a transport that cannot pause (tests' fakes)
-            pass
+        if _set_reading(getattr(proto, "transport", None) if proto is not None else None, on) and not on:
+            self.stats.read_pauses += 1
 
     def ping(self):
         """panoramisk pings blindly; here a Ping still unanswered one interval

@@ -90,7 +90,7 @@ class Hub:
             pop, state = cur
             for m in ({**pop, "replay": True}, state):
                 if m is not None:
-                    sub.queue.put_nowait(json.dumps(m, ensure_ascii=False, default=str))
+                    sub.queue.put_nowait(encode(m))
         return sub
 
     def _remember(self, topic: str, message: dict[str, Any]) -> None:
@@ -124,12 +124,15 @@ class Hub:
         """Deliver to this node's sockets and relay to the other nodes."""
         text = encode(message)
         n = self.deliver(topic, message, text)
+        self._relay(topic, message, text)
+        return n
+
+    def _relay(self, topic: str, message: dict[str, Any], text: str) -> None:
         for relay in self.relays:
             try:
                 relay(topic, message, text)
             except Exception:
                 log.exception("hub_relay_failed", topic=topic)
-        return n
 
     async def publish_now(self, topic: str, message: dict[str, Any]) -> int:
         """:meth:`publish`, but to a socket with nothing waiting the frame is
@@ -144,11 +147,7 @@ class Hub:
         for sub in now:  # before any await: whatever is published from here on queues behind
             sub.reserve()
         n = self._enqueue(topic, [sub for sub in subs if sub not in now], text)
-        for relay in self.relays:
-            try:
-                relay(topic, message, text)
-            except Exception:
-                log.exception("hub_relay_failed", topic=topic)
+        self._relay(topic, message, text)
         done = 0
         try:
             for sub in now:
