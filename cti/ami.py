@@ -242,7 +242,7 @@ class HotlineAMIProtocol(AMIProtocol):
                 self._pause(True)
             if not self._routing_soon:
                 self._routing_soon = True
-                self._loop().call_soon(self._route_some)
+                asyncio.get_running_loop().call_soon(self._route_some)
         else:
             for frame in frames:
                 self._route_guarded(frame, now)
@@ -271,28 +271,20 @@ class HotlineAMIProtocol(AMIProtocol):
             self._route_guarded(frame, now)
             n -= 1
         if todo:
-            self._loop().call_soon(self._route_some)
+            asyncio.get_running_loop().call_soon(self._route_some)
             return
         self._routing_soon = False
         if self._paused_for_routing:
             self._paused_for_routing = False
             self._pause(False)
 
-    def _route_all_waiting(self) -> None:
-        """The link is going: what was read is still routed first (its events
-        happened), in order."""
-        if self._unrouted:
-            self._route_some(len(self._unrouted))
-
     def _pause(self, routing: bool) -> None:
         if routing or not getattr(self.factory, "reading_paused", False):  # not while the pipeline holds it
             _set_reading(getattr(self, "transport", None), not routing)
 
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        return asyncio.get_running_loop()
-
     def connection_lost(self, exc):  # type: ignore[override]
-        self._route_all_waiting()
+        if self._unrouted:  # the link is going: what was read is still routed first (it happened), in order
+            self._route_some(len(self._unrouted))
         super().connection_lost(exc)
 
     def _give_up(self, why: str) -> None:

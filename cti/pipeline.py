@@ -102,16 +102,18 @@ class CallPipeline:
         fired = self._fired
         if len(fired) > 10_000:  # frames read ahead but never fed (routing failed): let them go
             fired.clear()
-        lane = self.fast_lane
-        if not lane:
+        if not self.fast_lane:
             return
         for frame in frames:
-            headers = frame.headers
-            if headers and headers[0][0] == "Event":
-                hook = lane.get(headers[0][1])
-                if hook is not None and frame.action_id is None:  # not a list item of an action
-                    fired[id(frame)] = frame
-                    self._fire(hook, frame, received_at)
+            hook = self._hook_for(frame)
+            if hook is not None and frame.action_id is None:  # not a list item of an action
+                fired[id(frame)] = frame
+                self._fire(hook, frame, received_at)
+
+    def _hook_for(self, frame: Frame) -> Callable[[DomainEvent], None] | None:
+        """The fast lane's hook for this frame's event, if it has one."""
+        headers = frame.headers
+        return self.fast_lane.get(headers[0][1]) if headers and headers[0][0] == "Event" else None
 
     def _fire(self, hook: Callable[[DomainEvent], None], frame: Frame, received_at: float) -> None:
         event = self._fast_normaliser(frame, received_at)
@@ -127,11 +129,8 @@ class CallPipeline:
         if received_at is None:
             received_at = time.time()
         if self.fast_lane:
-            if self._fired and self._fired.pop(id(frame), None) is frame:
-                pass  # its hook ran in read_ahead()
-            else:
-                headers = frame.headers
-                hook = self.fast_lane.get(headers[0][1]) if headers and headers[0][0] == "Event" else None
+            if not (self._fired and self._fired.pop(id(frame), None) is frame):  # else read_ahead() fired it
+                hook = self._hook_for(frame)
                 if hook is not None:
                     self._fire(hook, frame, received_at)
         try:
