@@ -12,11 +12,22 @@ Fan-out through PostgreSQL ``LISTEN``/``NOTIFY`` on one channel:
   calls from the shared ``calls`` table into their wallboard
   (:meth:`queues.live.QueueBoard.set_remote`).
 
+A hub message goes out only when another node has a page for its topic
+(**presence**): each node says when its first socket for a topic opens and
+its last one closes, lists all its topics when its listener (re)connects
+(and the others answer with theirs) and every ``heartbeat_s`` (a node not
+heard from for three heartbeats is forgotten; one that stops says so).  A
+single node thus sends no notification at all for its pops.  A page that
+opens on node B while node A already has a pop for that agent gets it when A
+learns of the page: A replays its current pop and call state to B alone,
+as a page opened on A would get them.  Call milestones go out only while
+another node is known; a node that hears of a new one reloads its figures.
+
 Every notification names its origin node; a node ignores its own.  The
 listener has a dedicated connection and reconnects when it drops (a
 notification sent while it is down is lost for that node; the wallboard is
-reloaded after a reconnect).  Delivery order per origin node is kept: one
-sender task, one receiver task.
+reloaded and the topics asked again after a reconnect).  Delivery order per
+origin node is kept: one sender task, one receiver task.
 """
 from __future__ import annotations
 
@@ -40,10 +51,12 @@ RELAYED = ("agent:", "supervisor")  # the wallboard topic is computed on each no
 class ClusterBus:
     def __init__(self, dsn: str, node_id: str, hub: Hub, pool: asyncpg.Pool, *,
                  on_calls_changed: Callable[[], Any] | None = None, coalesce_s: float = 0.2,
-                 reconnect_s: float = 1.0, max_queue: int = 10000, gather_s: float = 0.002) -> None:
+                 reconnect_s: float = 1.0, max_queue: int = 10000, gather_s: float = 0.002,
+                 heartbeat_s: float = 30.0) -> None:
         """``gather_s``: the sender waits this long after the first message
         of a batch for more (one NOTIFY statement then carries the messages
-        of several calls; a storm makes a message every ~0.5 ms)."""
+        of several calls; a storm makes a message every ~0.5 ms).
+        ``heartbeat_s``: how often this node lists its topics to the others."""
         self.dsn = dsn
         self.node_id = node_id
         self.hub = hub
@@ -52,6 +65,12 @@ class ClusterBus:
         self.coalesce_s = coalesce_s
         self.reconnect_s = reconnect_s
         self.gather_s = gather_s
+        self.heartbeat_s = heartbeat_s
+        # presence of the other nodes: node -> its topics, topic -> nodes,
+        # node -> when it was last heard (monotonic)
+        self._node_topics: dict[str, set[str]] = {}
+        self._present: dict[str, set[str]] = {}
+        self._heard: dict[str, float] = {}
         # every notification of this node starts with this text (compact
         # JSON, "n" first): its own are skipped before they are decoded
         self._own_prefix = '{"n":' + json.dumps(node_id, ensure_ascii=False) + ","
@@ -70,12 +89,80 @@ class ClusterBus:
         """:attr:`cti.hub.Hub.relays` hook.  ``text``: the message as the hub
         encoded it; the notification embeds it rather than encoding it again
         (same JSON as :func:`_compact` of the item, but for whitespace)."""
-        if not topic.startswith(RELAYED):
+        if topic not in self._present:  # no other node has a page for it
             return
         if text is None:
             self._put_out({"n": self.node_id, "k": "hub", "t": topic, "m": message})
         else:
             self._put_out(f'{self._own_prefix}"k":"hub","t":{json.dumps(topic, ensure_ascii=False)},"m":{text}}}')
+
+    def watch(self, topic: str, opened: bool) -> None:
+        """:attr:`cti.hub.Hub.watchers` hook: this node's first page for a
+        topic opened, or its last one closed."""
+        if topic.startswith(RELAYED):
+            self._put_out({"n": self.node_id, "k": "on" if opened else "off", "t": topic})
+
+    def knows(self, topic: str) -> bool:
+        """Another node has a page for ``topic`` (as far as this node heard)."""
+        return topic in self._present
+
+    def _announce(self, hello: bool = False) -> None:
+        """All this node's topics; ``hello``: the others answer with theirs."""
+        topics = sorted(t for t in self.hub.topics() if t.startswith(RELAYED))
+        self._put_out({"n": self.node_id, "k": "all", "ts": topics, "hello": hello})
+
+    def _set_topics(self, node: str, topics: set[str]) -> set[str]:
+        """Node ``node`` has pages for ``topics`` (and no others); returns the
+        ones it did not have."""
+        old = self._node_topics.pop(node, set())
+        for t in old - topics:
+            nodes = self._present.get(t)
+            if nodes is not None:
+                nodes.discard(node)
+                if not nodes:
+                    del self._present[t]
+        for t in topics - old:
+            self._present.setdefault(t, set()).add(node)
+        if topics:
+            self._node_topics[node] = topics
+        return topics - old
+
+    def _replay_to(self, node: str, topics: set[str]) -> None:
+        """Node ``node`` just opened pages for ``topics``: what a page opened
+        here would be replayed, of this node's own calls, goes to it alone."""
+        for topic in topics:
+            for m in self.hub.replay(topic, local_only=True):
+                self._put_out({"n": self.node_id, "k": "hub", "t": topic, "m": m, "to": node})
+
+    def _on_presence(self, node: str, item: dict[str, Any]) -> None:
+        kind = item.get("k")
+        new_node = node not in self._heard
+        self._heard[node] = time.monotonic()
+        if kind == "bye":
+            self._set_topics(node, set())
+            del self._heard[node]
+            return
+        if new_node:  # its calls so far are in the table: count them now
+            self._remote_dirty.set()
+        topics = self._node_topics.get(node, set())
+        if kind == "all":
+            topics = {str(t) for t in item.get("ts") or ()}
+            if item.get("hello"):
+                self._announce()
+        elif kind == "on":
+            topics = topics | {str(item.get("t"))}
+        elif kind == "off":
+            topics = topics - {str(item.get("t"))}
+        topics = {t for t in topics if t.startswith(RELAYED)}
+        self._replay_to(node, self._set_topics(node, topics))
+
+    def _forget_silent(self) -> None:
+        """Nodes not heard from for three heartbeats are gone."""
+        limit = time.monotonic() - 3 * self.heartbeat_s
+        for node in [n for n, t in self._heard.items() if t < limit]:
+            log.warning("cluster_node_silent", node=node)
+            self._set_topics(node, set())
+            del self._heard[node]
 
     def calls_changed(self) -> None:
         """``calls`` rows were written here (:attr:`cti.screenpop.CallRecorder.on_written`);
@@ -126,7 +213,8 @@ class ClusterBus:
             self._calls_event.clear()
             if self._calls_dirty:
                 self._calls_dirty = False
-                self._put_out({"n": self.node_id, "k": "calls"})
+                if self._heard:  # a node that starts later reads the table itself
+                    self._put_out({"n": self.node_id, "k": "calls"})
             await asyncio.sleep(self.coalesce_s)
 
     # -------------------------------------------------------------- inward
@@ -154,6 +242,7 @@ class ClusterBus:
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self._listening.set()
                 self._remote_dirty.set()  # missed changes while not listening
+                self._announce(hello=True)  # and the other nodes' pages: they list them again
                 log.info("cluster_listening", node=self.node_id)
                 while not lost.is_set() and not conn.is_closed():
                     try:
@@ -187,9 +276,12 @@ class ClusterBus:
                     item = json.loads(body)
                 kind = item.get("k")
                 if kind == "hub":
-                    self.hub.deliver(str(item["t"]), item["m"])
-                elif kind == "calls":
-                    self._remote_dirty.set()
+                    if item.get("to", self.node_id) == self.node_id:
+                        self.hub.deliver(str(item["t"]), item["m"])
+                else:
+                    if kind == "calls":
+                        self._remote_dirty.set()
+                    self._on_presence(str(item.get("n")), item)
             except Exception:
                 log.exception("cluster_receive_failed")
 
@@ -204,6 +296,12 @@ class ClusterBus:
                     log.warning("cluster_refresh_failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.coalesce_s)
 
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            self._announce()
+            self._forget_silent()
+
     async def _janitor(self) -> None:
         while True:
             await asyncio.sleep(600)
@@ -216,8 +314,9 @@ class ClusterBus:
     # ----------------------------------------------------------- lifecycle
     async def start(self, timeout: float = 10.0) -> None:
         self.hub.relays.append(self.relay)
+        self.hub.watchers.append(self.watch)
         for fn in (self._listener, self._sender, self._receiver, self._calls_notifier, self._remote_refresher,
-                   self._janitor):
+                   self._heartbeat, self._janitor):
             self._tasks.append(asyncio.create_task(fn(), name=f"cluster-{fn.__name__.strip('_')}"))
         try:
             await asyncio.wait_for(self._listening.wait(), timeout)
@@ -233,6 +332,9 @@ class ClusterBus:
     async def stop(self) -> None:
         if self.relay in self.hub.relays:
             self.hub.relays.remove(self.relay)
+        if self.watch in self.hub.watchers:
+            self.hub.watchers.remove(self.watch)
+        self._put_out({"n": self.node_id, "k": "bye"})  # the others stop relaying to us now
         await self.flush(2.0)
         for t in self._tasks:
             t.cancel()

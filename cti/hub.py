@@ -77,28 +77,52 @@ class Hub:
         # other nodes (cti.cluster): publish() also hands the message to each relay
         # relay(topic, message, text): text is the message as this hub encoded it
         self.relays: list[Callable[[str, dict[str, Any], str], None]] = []
+        # (cti.cluster) watcher(topic, True) when this node's first socket for
+        # a topic subscribes, watcher(topic, False) when its last one leaves
+        self.watchers: list[Callable[[str, bool], None]] = []
         # each agent's current screen-pop and its call state, replayed to a page
-        # that connects later (opened or reloaded mid-call): agent topic -> [pop, call_state]
+        # that connects later (opened or reloaded mid-call):
+        # agent topic -> [pop, call_state, remote (came from another node)]
         self._current: dict[str, list[Any]] = {}
 
     def subscribe(self, topic: str, ws: Socket) -> Subscriber:
         sub = Subscriber(topic, ws)
         sub.task = asyncio.create_task(sub._writer())
-        self._subs[topic].add(sub)
-        cur = self._current.get(topic)
-        if cur is not None:  # this page missed the pop: replay it (to this page only)
-            pop, state = cur
-            for m in ({**pop, "replay": True}, state):
-                if m is not None:
-                    sub.queue.put_nowait(encode(m))
+        subs = self._subs[topic]
+        subs.add(sub)
+        for m in self.replay(topic):  # this page missed the pop: replay it (to this page only)
+            sub.queue.put_nowait(encode(m))
+        if len(subs) == 1:
+            self._watch(topic, True)
         return sub
 
-    def _remember(self, topic: str, message: dict[str, Any]) -> None:
+    def replay(self, topic: str, *, local_only: bool = False) -> list[dict[str, Any]]:
+        """What a page that opens now is sent first: the agent's current pop
+        (marked ``replay``) and its call state.  ``local_only``: not if the
+        call is another node's (that node replays its own calls)."""
+        cur = self._current.get(topic)
+        if cur is None or (local_only and cur[2]):
+            return []
+        pop, state, _remote = cur
+        return [m for m in ({**pop, "replay": True}, state) if m is not None]
+
+    def topics(self) -> list[str]:
+        """The topics this node has sockets for."""
+        return list(self._subs)
+
+    def _watch(self, topic: str, opened: bool) -> None:
+        for watcher in self.watchers:
+            try:
+                watcher(topic, opened)
+            except Exception:
+                log.exception("hub_watcher_failed", topic=topic)
+
+    def _remember(self, topic: str, message: dict[str, Any], remote: bool = False) -> None:
         if not topic.startswith("agent:"):
             return
         kind = message.get("type")
         if kind == "screen_pop":
-            self._current[topic] = [message, None]
+            self._current[topic] = [message, None, remote]
             return
         cur = self._current.get(topic)
         if cur is None or cur[0].get("linkedid") != message.get("linkedid"):
@@ -111,11 +135,21 @@ class Hub:
             cur[0] = message["pop"]
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        self._subs[sub.topic].discard(sub)
-        if not self._subs[sub.topic]:
-            self._subs.pop(sub.topic, None)
+        topic = sub.topic
+        subs = self._subs.get(topic)
         if sub.task is not None:
             sub.task.cancel()
+        if subs is None or sub not in subs:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self._subs[topic]
+            cur = self._current.get(topic)
+            if cur is not None and cur[2]:
+                # another node's call: that node stops relaying to us now and
+                # replays it again when a page here opens (cti.cluster)
+                del self._current[topic]
+            self._watch(topic, False)
 
     def count(self, topic: str) -> int:
         return len(self._subs.get(topic, ()))
@@ -123,7 +157,7 @@ class Hub:
     def publish(self, topic: str, message: dict[str, Any]) -> int:
         """Deliver to this node's sockets and relay to the other nodes."""
         text = encode(message)
-        n = self.deliver(topic, message, text)
+        n = self.deliver(topic, message, text, remote=False)
         self._relay(topic, message, text)
         return n
 
@@ -181,13 +215,18 @@ class Hub:
         self.sent += n
         return n
 
-    def deliver(self, topic: str, message: dict[str, Any], text: str | None = None) -> int:
-        """Deliver to this node's sockets only (messages from other nodes).
-        ``text``: the message already encoded (:func:`encode`)."""
-        self._remember(topic, message)
-        if text is None:
-            text = encode(message)
-        return self._enqueue(topic, list(self._subs.get(topic, ())), text)
+    def deliver(self, topic: str, message: dict[str, Any], text: str | None = None, *,
+                remote: bool = True) -> int:
+        """Deliver to this node's sockets only (``remote``: a message from
+        another node).  ``text``: the message already encoded (:func:`encode`)."""
+        subs = self._subs.get(topic)
+        if not remote or subs:
+            # another node's pop is kept only while a page here shows it:
+            # that node replays it to a page that opens later
+            self._remember(topic, message, remote)
+        if not subs:
+            return 0
+        return self._enqueue(topic, list(subs), encode(message) if text is None else text)
 
     async def close(self) -> None:
         for subs in list(self._subs.values()):

@@ -5,6 +5,8 @@ node B's wallboard counts it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 
 import aiohttp
 import asyncpg
@@ -16,6 +18,13 @@ from .harness import Inbox, next_message, running_service
 
 async def _next(ws, kind: str, timeout: float = 10.0) -> dict:
     return await next_message(ws, kind, timeout)
+
+
+async def _until(cond, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 async def test_call_on_node_a_pops_up_for_agent_on_node_b_and_counts_on_both_wallboards(db_url):
@@ -70,6 +79,7 @@ async def test_big_message_travels_by_reference(db_url):
 
         await b.login(http_b, "agent1002")
         async with http_b.ws_connect(f"{b.base_url}/ws/agent/1002") as ws:
+            await _until(lambda: a.app[services_key]["cluster"].knows("agent:1002"))  # B's page, heard on A
             big = {"type": "call_state", "linkedid": "x", "state": "ringing", "note": "长" * 6000}
             a.app[hub_key].publish("agent:1002", big)
             got = await _next(ws, "call_state")
@@ -96,3 +106,130 @@ async def test_a_node_skips_its_own_notifications_and_takes_every_other_nodes():
             bus._on_notify(None, 0, cluster.CHANNEL, text)
         heard = [bus._in.get_nowait()["n"] for _ in range(bus._in.qsize())]
         assert heard == [node + "x", "x" + node, node[:-1]]
+
+
+# -- presence: a hub message goes only where a page for it is -----------------
+
+class Page:
+    """A page's websocket as the hub sees it: what it was sent, decoded."""
+
+    def __init__(self) -> None:
+        self.got: list[dict] = []
+
+    async def send_str(self, data: str) -> None:
+        self.got.append(json.loads(data))
+
+    async def close(self) -> None:
+        pass
+
+    def kinds(self) -> list[tuple[str, bool]]:
+        return [(m["type"], bool(m.get("replay"))) for m in self.got]
+
+
+@contextlib.asynccontextmanager
+async def nodes(db_url, *names, heartbeat_s: float = 30.0):
+    """Light nodes (a hub and its cluster bus each) on one database, and a
+    listener that records every notification on the channel."""
+    from cti import cluster
+    from cti.hub import Hub
+
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    spy = await asyncpg.connect(db_url)
+    heard: list[dict] = []
+    await spy.add_listener(cluster.CHANNEL, lambda *args: heard.append(json.loads(args[3])))
+    buses = [cluster.ClusterBus(db_url, n, Hub(), pool, heartbeat_s=heartbeat_s) for n in names]
+    try:
+        for bus in buses:
+            await bus.start()
+        yield buses, heard
+    finally:
+        for bus in buses:
+            await bus.stop()
+            await bus.hub.close()
+        await spy.close()
+        await pool.close()
+
+
+POP = {"type": "screen_pop", "linkedid": "1795413731.0", "agent": "1001", "caller_num": "13800000001"}
+STATE = {"type": "call_state", "linkedid": "1795413731.0", "state": "ringing"}
+
+
+async def test_a_single_node_sends_no_notification_for_its_pops(db_url):
+    async with nodes(db_url, "node-a") as ((a,), heard):
+        page = Page()
+        a.hub.subscribe("agent:1001", page)
+        await a.hub.publish_now("agent:1001", POP)
+        a.hub.publish("agent:1001", STATE)
+        a.calls_changed()
+        await asyncio.sleep(0.3)
+        await a.flush()
+        await asyncio.sleep(0.1)
+        assert page.kinds() == [("screen_pop", False), ("call_state", False)]
+        # only its own presence went out: no pop, no call state, no call milestone
+        assert {m["k"] for m in heard} <= {"all", "on"}, heard
+        assert not a.knows("agent:1001")
+
+
+async def test_a_page_opened_on_node_b_after_the_pop_on_node_a_gets_it_once(db_url):
+    """The pop was made on A before any page for the agent was open on B
+    (nothing relayed); B's page gets A's replay as a page opened on A
+    would, and a page on C that already showed the pop gets nothing twice."""
+    async with nodes(db_url, "node-a", "node-b", "node-c") as ((a, b, c), heard):
+        on_c = Page()
+        c.hub.subscribe("agent:1001", on_c)
+        await _until(lambda: a.knows("agent:1001"))
+        await a.hub.publish_now("agent:1001", POP)
+        a.hub.publish("agent:1001", STATE)
+        await _until(lambda: len(on_c.got) == 2)
+        assert on_c.kinds() == [("screen_pop", False), ("call_state", False)]
+
+        on_b = Page()
+        sub_b = b.hub.subscribe("agent:1001", on_b)
+        await _until(lambda: len(on_b.got) == 2)
+        assert on_b.kinds() == [("screen_pop", True), ("call_state", False)]
+        assert on_b.got[0]["linkedid"] == POP["linkedid"]
+        await asyncio.sleep(0.3)
+        assert len(on_b.got) == 2 and len(on_c.got) == 2  # once each
+
+        # B's page closes and opens again: B forgot A's call, A replays it once more
+        b.hub.unsubscribe(sub_b)
+        await _until(lambda: a._present.get("agent:1001") == {"node-c"})
+        again = Page()
+        b.hub.subscribe("agent:1001", again)
+        await _until(lambda: len(again.got) == 2)
+        await asyncio.sleep(0.3)
+        assert again.kinds() == [("screen_pop", True), ("call_state", False)]
+
+
+async def test_a_node_that_stops_or_falls_silent_gets_no_more_relays(db_url):
+    async with nodes(db_url, "node-a", "node-b", "node-c") as ((a, b, c), heard):
+        b.hub.subscribe("agent:1001", Page())
+        c.hub.subscribe("agent:1002", Page())
+        await _until(lambda: a.knows("agent:1001") and a.knows("agent:1002"))
+        await b.stop()  # says bye
+        await _until(lambda: not a.knows("agent:1001"))
+        assert a.knows("agent:1002")
+        # C falls silent (no heartbeat for three periods): forgotten
+        a._heard["node-c"] -= 3 * a.heartbeat_s + 1
+        a._forget_silent()
+        assert not a.knows("agent:1002") and "node-c" not in a._heard
+        # ...until it is heard again: its heartbeat lists its pages
+        c._announce()
+        await _until(lambda: a.knows("agent:1002"))
+
+
+async def test_a_node_whose_listener_reconnects_asks_the_others_for_their_pages(db_url):
+    async with nodes(db_url, "node-a", "node-b") as ((a, b), heard):
+        b.hub.subscribe("agent:1001", Page())
+        await _until(lambda: a.knows("agent:1001"))
+        a._set_topics("node-b", set())  # as if A had missed B's announcements
+        assert not a.knows("agent:1001")
+        admin = await asyncpg.connect(db_url)
+        try:  # cut A's listening connection (the only one listening besides the spy's and B's)
+            pids = await admin.fetch("SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' "
+                                     "AND datname = current_database()")
+            await admin.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE pid = ANY($1::int[])", [r["pid"] for r in pids])
+        finally:
+            await admin.close()
+        await _until(lambda: a.knows("agent:1001"), timeout=15)
