@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024
 
 _FRAME_END = re.compile(rb"\n\r?\n")
+# "ActionID" in every mix of upper and lower case (256 spellings)
+_ACTIONID_SPELLINGS = frozenset(
+    "".join(c.upper() if bits >> i & 1 else c for i, c in enumerate("actionid")) for bits in range(256))
 _LOWER: dict[str, str] = {}  # header name -> lower case (header names repeat endlessly)
 
 
@@ -110,8 +113,10 @@ class Frame:
         v = index.get("ActionID")
         if v is not None:
             return v
+        if _ACTIONID_SPELLINGS.isdisjoint(index):  # the usual miss: one pass in C
+            return None
         for k, v in self.headers:
-            if len(k) == 8 and k.lower() == "actionid":
+            if k in _ACTIONID_SPELLINGS:
                 return v
         return None
 
