@@ -16,7 +16,7 @@ from .ami import HotlineManager, make_manager
 from .auth import Role, require
 from .config import Config
 from .db import POP_POOL_SETTINGS, EmbeddedPostgres, create_pool, migrate, resolve_database_url
-from .hub import Hub
+from .hub import SUPERVISOR_TOPIC, Hub
 from .logs import get_logger
 from .pipeline import CallPipeline
 from .screenpop import CallRecorder, ScreenPopService
@@ -256,7 +256,7 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         def notify(alert) -> None:
             alert = dict(alert)
             msg = {**alert, "type": "sla_alert", "alert": alert.get("type", "")}
-            hub.publish("supervisor", msg)
+            hub.publish(SUPERVISOR_TOPIC, msg)
             agent = alert.get("agent")
             if agent:
                 hub.publish(f"agent:{agent}", msg)

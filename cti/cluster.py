@@ -38,14 +38,14 @@ from typing import Any, Callable
 
 import asyncpg
 
-from .hub import Hub
+from .hub import SUPERVISOR_TOPIC, Hub
 from .logs import get_logger
 
 log = get_logger("hotline.cluster")
 
 CHANNEL = "hotline_cluster"
 MAX_PAYLOAD = 7900  # PostgreSQL's limit is 8000 bytes
-RELAYED = ("agent:", "supervisor")  # the wallboard topic is computed on each node
+RELAYED = ("agent:", SUPERVISOR_TOPIC)  # the wallboard topic is computed on each node
 
 
 class ClusterBus:

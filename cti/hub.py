@@ -63,13 +63,19 @@ class Subscriber:
         self.free.set()
 
 
+# what the supervisors' pages (the wallboard) hear besides the wallboard's own
+# figures: deadline warnings and escalations of work orders (SLA alerts)
+SUPERVISOR_TOPIC = "supervisor"
+
+
 def encode(message: dict[str, Any]) -> str:
     """A hub message as its sockets (and the other nodes) receive it."""
     return json.dumps(message, ensure_ascii=False, default=str)
 
 
 class Hub:
-    """Topics are ``agent:<id>`` (screen-pops) and ``wallboard``."""
+    """Topics are ``agent:<id>`` (screen-pops), ``wallboard`` and
+    :data:`SUPERVISOR_TOPIC`."""
 
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscriber]] = defaultdict(set)

@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 from cti.logs import get_logger
 from cti.auth import Role, principal_key, require
 from cti.http import json_error as _error
+from cti.hub import SUPERVISOR_TOPIC
 
 from .service import TOPIC, ActionFailed, WallboardService
 
@@ -93,7 +94,8 @@ async def wallboard_ws(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=16 * 1024)
     await ws.prepare(request)
     hub = svc.hub
-    sub = hub.subscribe(TOPIC, ws)
+    # the figures, and the work orders' deadline warnings and escalations
+    subs = [hub.subscribe(TOPIC, ws), hub.subscribe(SUPERVISOR_TOPIC, ws)]
     log.info("wallboard_connected", remote=request.remote)
     try:
         await ws.send_str(json.dumps(svc.snapshot(), ensure_ascii=False, default=str))
@@ -101,7 +103,8 @@ async def wallboard_ws(request: web.Request) -> web.WebSocketResponse:
             if msg.type == WSMsgType.TEXT and msg.data == "ping":
                 await ws.send_str(json.dumps({"type": "pong"}))
     finally:
-        hub.unsubscribe(sub)
+        for sub in subs:
+            hub.unsubscribe(sub)
         log.info("wallboard_disconnected", remote=request.remote)
     return ws
 

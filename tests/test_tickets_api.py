@@ -172,6 +172,12 @@ async def test_deadlines_worklist_reference_data_and_load(api, pool):
     dl = await _ok(await api.get("/api/tickets/deadlines"))
     assert [d["kind"] for d in dl] == ["dispatch", "arrival"] and dl[0]["overdue"] is True
     assert (await api.get("/api/tickets/deadlines", params={"state": "nope"})).status == 422
+    # the wallboard's list: only deadlines the worker warned of or escalated
+    assert await _ok(await api.get("/api/tickets/deadlines", params={"state": "alerts"})) == []
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE work_order_deadlines SET state = 'breached', breached_at = now() WHERE kind = 'dispatch'")
+    alerts = await _ok(await api.get("/api/tickets/deadlines", params={"state": "alerts"}))
+    assert [(d["kind"], d["deadline_state"]) for d in alerts] == [("dispatch", "breached")]
     tree = await _ok(await api.get("/api/tickets/categories"))
     assert [f["name"] for f in tree] == ["服务投诉", "营业投诉", "停送电投诉", "供电质量投诉", "电网建设投诉"]
     meta = await _ok(await api.get("/api/tickets/meta"))

@@ -233,3 +233,20 @@ async def test_a_node_whose_listener_reconnects_asks_the_others_for_their_pages(
         finally:
             await admin.close()
         await _until(lambda: a.knows("agent:1001"), timeout=15)
+
+
+async def test_an_escalation_fired_on_node_a_reaches_a_supervisors_wallboard_on_node_b(db_url):
+    from cti.hub import SUPERVISOR_TOPIC
+
+    alert = {"type": "sla_alert", "alert": "SlaBreached", "deadline_id": 7, "order_no": "GD20261123000001"}
+    async with nodes(db_url, "node-a", "node-b") as ((a, b), heard):
+        wallboard_b = Page()
+        b.hub.subscribe(SUPERVISOR_TOPIC, wallboard_b)
+        b.hub.subscribe("wallboard", Page())
+        await _until(lambda: a.knows(SUPERVISOR_TOPIC))
+        assert not a.knows("wallboard")  # each node computes its own figures
+        a.hub.publish(SUPERVISOR_TOPIC, alert)
+        a.hub.publish("wallboard", {"type": "wallboard"})
+        await _until(lambda: wallboard_b.got == [alert])
+        await asyncio.sleep(0.2)
+        assert [m["t"] for m in heard if m["k"] == "hub"] == [SUPERVISOR_TOPIC]

@@ -66,3 +66,66 @@ async def test_wallboard_follows_a_call_and_pauses_an_agent(db_url, browser, tmp
         await page.screenshot(path=str(tmp_path / "wallboard.png"), full_page=True)
         await call
         assert errors == []
+
+
+async def test_supervisor_sees_deadline_warnings_and_escalations_live_and_after_a_reload(db_url, browser, tmp_path):
+    """The deadline worker warns before a work order's deadline and escalates
+    when it passes: the supervisor's wallboard lists both as they fire (pushed
+    over its websocket) and again after a reload (from the API), overdue
+    first; a department name typed by someone is shown as text."""
+    from datetime import datetime, timezone
+
+    import asyncpg
+
+    from .tickets_support import accepted, add_customer, workflow_at
+
+    payload = '<img src=x onerror="window.__xss=1">'
+    wf, _clock = workflow_at(datetime.now(timezone.utc))
+    async with running_service(db_url) as svc:
+        conn = await asyncpg.connect(db_url)
+        try:
+            warned = await accepted(conn, wf, await add_customer(conn))
+            late = await accepted(conn, wf, await add_customer(conn, transformer_area="T2", feeder="F2"),
+                                  description="报修超时")
+            await conn.execute("UPDATE work_orders SET department = $2 WHERE id = $1", late["id"], payload)
+        finally:
+            await conn.close()
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await login_page(page, svc, "supervisor")
+        await page.goto(f"{svc.base_url}/wallboard")
+        await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
+        await page.wait_for_selector("#sla-alerts tr.empty", timeout=5_000)
+
+        # one order's dispatch deadline is about to pass, the other's has passed
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute("""UPDATE work_order_deadlines SET warn_at = now() - interval '1 second'
+                                  WHERE order_id = $1 AND kind = 'dispatch'""", warned["id"])
+            await conn.execute("""UPDATE work_order_deadlines SET warn_at = now() - interval '2 minutes',
+                                         due_at = now() - interval '1 minute'
+                                  WHERE order_id = $1 AND kind = 'dispatch'""", late["id"])
+        finally:
+            await conn.close()
+        rows = "#sla-alerts tbody tr"
+        await page.wait_for_selector(f'{rows}[data-state="breached"]', timeout=15_000)
+        await page.wait_for_selector(f'{rows}[data-state="warned"]', timeout=15_000)
+
+        async def listed() -> list[tuple[str, str, str]]:
+            return await page.eval_on_selector_all(rows, """trs => trs.map(tr => [
+                tr.dataset.state, tr.cells[1].textContent, tr.cells[4].textContent])""")
+
+        live = await listed()
+        assert [(s, no) for s, no, _ in live] == [("breached", late["order_no"]), ("warned", warned["order_no"])]
+        assert live[0][2].startswith(payload)  # as text
+        assert "超时 1" in await page.text_content("#sla-count")
+        assert await page.get_attribute(f'{rows}[data-state="breached"] a', "href") == f"/orders/{late['id']}"
+        await page.screenshot(path=str(tmp_path / "wallboard-sla.png"), full_page=True)
+
+        await page.reload()
+        await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
+        await page.wait_for_selector(f'{rows}[data-state="breached"]', timeout=5_000)
+        assert await listed() == live
+        assert await page.evaluate("window.__xss") is None
+        assert errors == []

@@ -337,10 +337,11 @@ async def callbacks(request: web.Request) -> web.Response:
 async def deadlines(request: web.Request) -> web.Response:
     wf = _svc(request).workflow
     state = request.query.get("state", "open")
+    # alerts: warned or breached (what the supervisor's wallboard lists)
     states = {"open": ("pending", "warned", "breached"), "breached": ("breached",), "warned": ("warned",),
-              "pending": ("pending",)}.get(state)
+              "pending": ("pending",), "alerts": ("warned", "breached")}.get(state)
     if states is None:
-        raise ValidationError({"state": "state 须为 open/pending/warned/breached"})
+        raise ValidationError({"state": "state 须为 open/pending/warned/breached/alerts"})
     kind = _opt(request, "kind", 30)
     if kind is not None and kind not in DEADLINE_KINDS:
         raise ValidationError({"kind": f"kind must be one of {', '.join(DEADLINE_KINDS)}"})

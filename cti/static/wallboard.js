@@ -220,15 +220,93 @@
   });
   $("logout-btn").addEventListener("click", () => post("logout", { interface: $("login-iface").value.trim(), queue: $("login-queue").value }));
 
+  // ------------------------------------------- work-order deadline alerts
+  // Warned and breached deadlines of open orders: listed from the API when
+  // the page (re)connects, then each SLA alert pushed by the deadline worker
+  // (cti/app.py: {"type": "sla_alert", "alert": "SlaWarning"|"SlaBreached",
+  // deadline_id, order_id, order_no, label, due_at, department, assignee,
+  // key_customer}).  Department and assignee names are typed by people: text only.
+  const SLA_MAX = 100;
+  const slaRows = new Map();  // deadline id -> {tr, breached, due}
+  function slaRow(a) {
+    const id = String(a.deadline_id);
+    let r = slaRows.get(id);
+    if (!r) {
+      const tr = el("tr");
+      tr.dataset.deadline = id;
+      r = { tr };
+      slaRows.set(id, r);
+    }
+    r.breached = !!a.breached;
+    r.due = a.due_at || "";
+    const tr = r.tr;
+    tr.dataset.state = r.breached ? "breached" : "warned";
+    const link = el("a", a.order_no || `#${a.order_id}`);
+    link.href = `/orders/${encodeURIComponent(a.order_id)}`;
+    link.target = "_blank";
+    const order = el("td"); order.appendChild(link);
+    const who = [a.department, a.assignee].filter((x) => x).join(" / ");
+    tr.replaceChildren(
+      el("td", r.breached ? "已超时 Overdue" : "即将到期 Due soon", r.breached ? "error" : "warn"),
+      order, el("td", a.label || a.kind || ""), el("td", fmtTime(a.due_at)),
+      el("td", who || "—"), el("td", a.key_customer ? "是 Yes" : ""));
+  }
+  function fmtTime(iso) {
+    const d = iso ? new Date(iso) : null;
+    if (!d || isNaN(d)) return "";
+    return d.toLocaleString("zh-CN", { timeZone: "Asia/Shanghai", hour12: false,
+      month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+  }
+  function slaRender() {
+    // overdue first, then the soonest due
+    let rows = [...slaRows.values()].sort((x, y) => (y.breached - x.breached) || (x.due < y.due ? -1 : x.due > y.due ? 1 : 0));
+    for (const r of rows.slice(SLA_MAX)) { slaRows.delete(r.tr.dataset.deadline); }
+    rows = rows.slice(0, SLA_MAX);
+    const tb = $("sla-alerts").tBodies[0];
+    if (!rows.length) {
+      const tr = el("tr", null, "empty"); const td = el("td", "暂无预警 No warnings"); td.colSpan = 6;
+      tr.appendChild(td); tb.replaceChildren(tr);
+    } else {
+      tb.replaceChildren(...rows.map((r) => r.tr));
+    }
+    const breached = rows.filter((r) => r.breached).length;
+    const c = $("sla-count");
+    c.dataset.breached = String(breached);
+    c.textContent = slaRows.size ? `超时 ${breached} · 预警 ${slaRows.size - breached}` : "";
+  }
+  function slaLoad() {
+    fetch("/api/tickets/deadlines?state=alerts&limit=" + SLA_MAX, { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.json() : null)).then((list) => {
+        if (!Array.isArray(list)) return;
+        slaRows.clear();
+        for (const d of list) {
+          slaRow({ deadline_id: d.deadline_id, order_id: d.id, order_no: d.order_no, label: d.deadline_label,
+                   kind: d.kind, due_at: d.due_at, department: d.department, assignee: d.assignee,
+                   key_customer: d.key_customer, breached: d.deadline_state === "breached" });
+        }
+        slaRender();
+      }).catch(() => {});
+  }
+  // a deadline met since (the order was dispatched, fed back...) leaves the
+  // list at the next reload of it
+  setInterval(slaLoad, 60000);
+  function slaAlert(m) {
+    if (m.deadline_id === undefined || m.deadline_id === null) return;
+    const breached = m.alert === "SlaBreached" || m.type === "SlaBreached";
+    slaRow({ ...m, breached });
+    slaRender();
+  }
+
   // -------------------------------------------------------------- websocket
   let backoff = 500;
   function connect() {
     const proto = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${proto}://${location.host}/ws/wallboard`);
-    ws.onopen = () => { backoff = 500; setConn("open", "实时 Live"); };
+    ws.onopen = () => { backoff = 500; setConn("open", "实时 Live"); slaLoad(); };
     ws.onmessage = (ev) => {
       let msg; try { msg = JSON.parse(ev.data); } catch (e) { return; }
       if (msg.type === "wallboard") render(msg);
+      else if (msg.type === "sla_alert" || msg.type === "SlaWarning" || msg.type === "SlaBreached") slaAlert(msg);
     };
     ws.onclose = () => {
       setConn("closed", "连接断开,重连中… Reconnecting…");
