@@ -40,6 +40,7 @@ two lines are ``screenpop_p99_ms=<value>`` and ``lost=<count>``.
     .venv/bin/python bench/storm.py --rate 200 --seconds 30 --agents 700
     .venv/bin/python bench/storm.py --rate 20 --seconds 30 --live-calls 10000
     .venv/bin/python bench/storm.py --profile /tmp/storm.prof    # cProfile of the service
+    .venv/bin/python bench/storm.py --rate 200 --service-cpus 0-1 --others-cpus 2-5   # no CPU shared
 """
 from __future__ import annotations
 
@@ -74,6 +75,21 @@ def percentile(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     k = min(len(xs) - 1, max(0, int(round(p / 100 * (len(xs) - 1)))))
     return xs[k]
+
+
+def cpu_list(text: str) -> set[int]:
+    """``"0"``, ``"2-3"``, ``"0,2-3"`` -> the CPU numbers (taskset's list syntax)."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    if not cpus or not cpus <= os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(f"CPUs {text!r}: this machine offers {_cpus(os.sched_getaffinity(0))}")
+    return cpus
+
+
+def _cpus(cpus) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
 
 
 def rss_now_mb() -> float:
@@ -384,6 +400,8 @@ async def run(args) -> int:
 
     setup_logging("WARNING", json=True, stream=sys.stderr)  # per-call INFO logs would dominate the measurement
     logging.disable(logging.WARNING)
+    if args.others_cpus:  # inherited by what this process starts: PostgreSQL and the two children
+        os.sched_setaffinity(0, args.others_cpus)
     embedded = None
     db_url = os.environ.get("DATABASE_URL")
     if not db_url:
@@ -427,6 +445,8 @@ async def run(args) -> int:
     child, hear, tell = await spawn("--loadgen")
     clients_proc, c_hear, c_tell = await spawn("--clients")
     port = (await hear())["port"]
+    if args.service_cpus:  # the service itself (and the threads it starts from here on)
+        os.sched_setaffinity(0, args.service_cpus)
     from dataclasses import replace
 
     cfg = demo_config(load_config(env={}, http_port=0, state_dir=state, log_level="WARNING", log_json=True,
@@ -467,7 +487,8 @@ async def run(args) -> int:
           f"area share {args.area_share:.0%}, abandon {args.abandon:.0%}, live calls {args.live_calls}, "
           f"db={'embedded' if embedded else 'DATABASE_URL'}, eventfilter {'off' if args.no_eventfilter else 'shipped'}, "
           f"loop {type(asyncio.get_running_loop()).__module__.split('.')[0]}; service and load generator in "
-          f"separate processes",
+          f"separate processes; CPUs: service {_cpus(os.sched_getaffinity(0))}, simulator + clients + "
+          f"PostgreSQL {_cpus(args.others_cpus) if args.others_cpus else 'any'} of {os.cpu_count()}",
           flush=True)
     rss_before = rss_now_mb()
     profiler = None
@@ -680,6 +701,11 @@ def main() -> int:
                     help="connections kept for the screen-pops (default: the service's default)")
     ap.add_argument("--profile", default="", help="write a cProfile of the service's storm to this file")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--service-cpus", type=cpu_list, default=None, metavar="LIST",
+                    help="pin the service to these CPUs (e.g. 0-3; default: any)")
+    ap.add_argument("--others-cpus", type=cpu_list, default=None, metavar="LIST",
+                    help="pin the simulator, the clients and the embedded PostgreSQL to these CPUs (e.g. 4-7), "
+                         "so that the service's figures are not the load generator's CPU contention")
     ap.add_argument("--async-commit", action="store_true",
                     help="experiment: synchronous_commit=off on the server (not how the service runs)")
     ap.add_argument("--debug-loop", action="store_true", help="list the callbacks that hold the loop > 20 ms (runs on asyncio's loop)")
