@@ -8,10 +8,10 @@ world, as Protocols.  Stdlib only; adapters live in :mod:`tickets.crew`,
   the messenger after commit (and retried by the deadline worker), so a
   crash never loses a dispatch and a rolled-back dispatch never texts a
   crew.  Delivery is therefore at-least-once.
-* :class:`SlaNotifier` -- receives ``SlaWarning`` / ``SlaBreached`` (and
-  ``CallbackDue``) events after they are committed; the lead wires it to the
-  supervisors' and agents' websockets.  May be sync or async; exceptions are
-  logged, never fatal.
+* :class:`SlaNotifier` -- receives ``SlaWarning`` / ``SlaBreached`` events
+  (the callback deadline's among them) after they are committed;
+  ``cti/app.py`` pushes them to the supervisors' wallboard and to the order's
+  agent's page.  May be sync or async; exceptions are logged, never fatal.
 * :class:`OutageSource` -- published / restored outages of the outage
   registry (migration 002), for duplicate-fault merging.
 """
