@@ -47,6 +47,12 @@ class Config:
     # agent wait for a connection; 0: the pops share the pool above
     db_pop_pool: int = 12
     state_dir: str = ".state"
+    # AMI frames read but not yet processed that may wait in memory (about
+    # 1.3 KB each: 250 000 ≈ 300 MB, a minute of a 200 calls/s surge beyond
+    # what the service handles).  A backlog is never dropped and keeps the
+    # link to Asterisk up; only near this bound does the AMI reader pause
+    # (Asterisk then drops the link after its writetimeout: resync + CDR)
+    pipeline_max_frames: int = 250_000
     # web
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -151,6 +157,8 @@ def _validate(cfg: Config) -> None:
         bad("db_pool_min", "need 1 <= db_pool_min <= db_pool_max")
     if not 0 <= cfg.db_pop_pool <= 100:
         bad("db_pop_pool", "need 0 <= db_pop_pool <= 100")
+    if not 1_000 <= cfg.pipeline_max_frames <= 10_000_000:
+        bad("pipeline_max_frames", "need 1 000 <= pipeline_max_frames <= 10 000 000")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         bad("log_level", "one of DEBUG, INFO, WARNING, ERROR")
     if cfg.database_url and not cfg.database_url.startswith(("postgres://", "postgresql://")):

@@ -66,10 +66,14 @@ class CallPipeline:
         self._wants_for = -1
         # Backpressure: past high_water frames waiting, on_backpressure(True)
         # (the AMI reader pauses); at low_water, on_backpressure(False).
-        # max_queue stays as the last guard against a flood.
+        # A surge beyond what the worker handles waits here rather than in
+        # Asterisk, which drops an AMI client it cannot write to for its
+        # writetimeout (5 s): so the reader pauses only near the bound, and
+        # briefly (from 90 % down to 85 %).  max_queue stays as the last
+        # guard against a flood.
         self.on_backpressure: Callable[[bool], None] | None = None
-        self.high_water = max(1, max_queue // 5)
-        self.low_water = max(0, max_queue // 50)
+        self.high_water = max(1, max_queue * 9 // 10)
+        self.low_water = max(0, max_queue * 85 // 100)
         self._pressed = False
         self.slice_s = 0.0005  # the ordered worker yields to the loop at least this often
         # awaited by drain() once the shards are empty (write-behind buffers)

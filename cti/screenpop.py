@@ -352,7 +352,10 @@ class ScreenPopService:
         # AgentCalled then waits for it (so every later event of the call --
         # withdrawals included -- comes after the pop) and does not pop again
         self.fast_lane = True
-        self.max_fast = 500  # pops in flight on the fast lane; more wait for the ordered path
+        # pops on the fast lane whose ordered handler has not run yet; more
+        # wait for the ordered path.  Under a surge the ordered path may be a
+        # minute behind (cti.pipeline backlog): 20 000 = 200 calls/s for 100 s
+        self.max_fast = 20_000
         self._fast: dict[tuple[str, str], asyncio.Task] = {}
         self._fast_done: dict[tuple[str, str], float] = {}  # finished, waiting for the ordered handler
         self.clock: Callable[[], float] = time.monotonic
@@ -455,8 +458,8 @@ class ScreenPopService:
     def _forget_stale_fast(self, older_than_s: float = 120.0) -> None:
         """Fast pops whose AgentCalled never reached the ordered handler (a
         tracker failure drops an event): forgotten once finished long ago, so
-        they do not fill the lane.  The ordered path is seconds behind at
-        most (backpressure bounds its backlog)."""
+        they do not fill the lane.  The ordered path is about a minute
+        behind at most (the pipeline's bound on its backlog)."""
         now = self.clock()
         for key, done_at in list(self._fast_done.items()):
             if now - done_at > older_than_s:
