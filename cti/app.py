@@ -185,6 +185,7 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
     async def pipeline_ctx(app: web.Application):
         pool = app[pool_key]
         pipeline = CallPipeline(max_queue=cfg.pipeline_max_frames)
+        pipeline.pause_gc = True  # no collector pauses while a surge's backlog waits (cti/pipeline.py)
         # issue 8.3: writes spooled on local disk while PostgreSQL is unreachable
         from .screenpop import LookupCache, cancel_drafts_record, create_draft_record, upsert_call_row
         from .spool import Spool, SpoolReplayer

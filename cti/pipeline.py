@@ -6,6 +6,7 @@ raises is logged with the call context and the next handler still runs."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import zlib
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class PipelineStats:
     handler_errors: int = 0
     queue_full: int = 0
     backpressure: int = 0  # times the reader was asked to pause
+    behind: int = 0  # times the worker fell behind_frames behind (see CallPipeline._run)
 
 
 class _InOrder:
@@ -76,6 +78,19 @@ class CallPipeline:
         self.low_water = max(0, max_queue * 85 // 100)
         self._pressed = False
         self.slice_s = 0.0005  # the ordered worker yields to the loop at least this often
+        # "Behind": this many frames wait (a surge beyond what the worker
+        # handles, ~0.5 s of work).  The worker then takes one frame per loop
+        # turn, so that reading, routing and the fast lane's screen-pops --
+        # which share the loop -- go first and the backlog waits.  With
+        # pause_gc the cyclic garbage collector also waits while behind (the
+        # waiting frames would otherwise be walked again and again: pauses of
+        # 50-90 ms), for at most gc_max_pause_s; reference counting still
+        # frees everything that is not a cycle.
+        self.behind_frames = 2_000
+        self.behind = False
+        self.pause_gc = False
+        self.gc_max_pause_s = 120.0
+        self._gc_paused_at: float | None = None
         # awaited by drain() once the shards are empty (write-behind buffers)
         self.flushers: list[Callable[[], Awaitable[None]]] = []
         # The fast lane: AMI event name -> hook called with the typed event as
@@ -150,6 +165,24 @@ class CallPipeline:
                 self._full_warned_at = now
                 log.error("pipeline_queue_full", ami_event=frame.event, dropped_total=self.stats.queue_full)
 
+    def _set_behind(self, behind: bool) -> None:
+        self.behind = behind
+        if behind:
+            self.stats.behind += 1
+            log.warning("pipeline_behind", waiting=self._queue.qsize())
+            if self.pause_gc and gc.isenabled():
+                gc.disable()
+                self._gc_paused_at = time.perf_counter()
+        else:
+            log.info("pipeline_caught_up", waiting=self._queue.qsize())
+            if self._gc_paused_at is not None:
+                self._resume_gc("caught up")
+
+    def _resume_gc(self, why: str) -> None:
+        log.info("pipeline_gc_resumed", why=why, paused_s=round(time.perf_counter() - self._gc_paused_at, 1))
+        self._gc_paused_at = None
+        gc.enable()
+
     def _signal(self, pressed: bool) -> None:
         try:
             self.on_backpressure(pressed)  # type: ignore[misc]
@@ -176,6 +209,8 @@ class CallPipeline:
             await stop_task(t)
         self._task = None
         self._shard_tasks = []
+        if self._gc_paused_at is not None:
+            self._resume_gc("stopped")
 
     async def drain(self) -> None:
         """Wait until every fed frame has been handled, handlers included
@@ -207,11 +242,15 @@ class CallPipeline:
         # does not yield, so a backlog of thousands of frames would starve the
         # handlers' database replies and the websockets.  Yield every slice.
         clock = time.perf_counter
-        slice_end = clock() + self.slice_s
+        slice_end = clock()  # look at the backlog first
         while True:
             if self._queue.empty() or clock() >= slice_end:
                 await asyncio.sleep(0)
-                slice_end = clock() + self.slice_s
+                if (self._queue.qsize() >= self.behind_frames) is not self.behind:
+                    self._set_behind(not self.behind)
+                elif self._gc_paused_at is not None and clock() - self._gc_paused_at > self.gc_max_pause_s:
+                    self._resume_gc("still behind")
+                slice_end = clock() + (0.0 if self.behind else self.slice_s)
             frame, ts = await self._queue.get()
             if self._pressed and self._queue.qsize() <= self.low_water:
                 self._pressed = False

@@ -283,6 +283,46 @@ async def test_the_reader_pauses_only_near_the_bound_briefly_and_nothing_is_drop
     assert pipeline.stats.queue_full == 0 and pipeline.stats.frames == 95 and len(seen) == 95
 
 
+async def test_a_worker_behind_takes_one_frame_per_loop_turn_and_the_collector_waits_until_it_caught_up():
+    """Behind (a surge's backlog), the ordered worker lets everything else in
+    the loop -- the AMI reader, the fast lane's screen-pops -- run between
+    two of its frames, and the cyclic garbage collector waits (it would walk
+    the waiting frames again and again); both end when the backlog is gone."""
+    import gc
+
+    from cti.pipeline import CallPipeline
+
+    turns = 0
+
+    async def ticker():
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    pipeline = CallPipeline(max_queue=1000)
+    pipeline.behind_frames = 20
+    pipeline.pause_gc = True
+    seen: list[tuple[bool, bool, int]] = []  # per event, in the worker: behind, collector on, ticker turns
+    pipeline.listeners.append(lambda event, call: seen.append((pipeline.behind, gc.isenabled(), turns)))
+    for i in range(60):  # the worker is not running yet: 60 wait
+        pipeline.feed(_join("repair", f"u{i}", i + 1))
+    assert gc.isenabled()
+    tick = asyncio.create_task(ticker())
+    pipeline.start()
+    try:
+        await pipeline.drain()
+    finally:
+        await pipeline.stop()
+        tick.cancel()
+    assert pipeline.stats.behind == 1 and not pipeline.behind and gc.isenabled()  # caught up: collecting again
+    behind = [(on, t) for was_behind, on, t in seen if was_behind]
+    assert len(behind) >= 60 - 20 - 1, seen
+    assert not any(on for on, _ in behind)  # the collector waited
+    assert all(b[1] > a[1] for a, b in zip(behind, behind[1:])), behind  # the loop turned between two frames
+    assert seen[-1][:2] == (False, True)
+
+
 async def test_a_paused_ami_reader_is_not_taken_for_a_dead_link(db_url):
     from cti.app import manager_key
     from tests.harness import running_service
