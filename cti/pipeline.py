@@ -79,13 +79,11 @@ class CallPipeline:
         self._pressed = False
         self.slice_s = 0.0005  # the ordered worker yields to the loop at least this often
         # "Behind": this many frames wait (a surge beyond what the worker
-        # handles, ~0.5 s of work).  The worker then takes one frame per loop
-        # turn, so that reading, routing and the fast lane's screen-pops --
-        # which share the loop -- go first and the backlog waits.  With
-        # pause_gc the cyclic garbage collector also waits while behind (the
-        # waiting frames would otherwise be walked again and again: pauses of
-        # 50-90 ms), for at most gc_max_pause_s; reference counting still
-        # frees everything that is not a cycle.
+        # handles, ~0.5 s of work).  With pause_gc the cyclic garbage
+        # collector then waits until the backlog is gone (the waiting frames
+        # would otherwise be walked again and again: pauses of 50-90 ms), for
+        # at most gc_max_pause_s; reference counting still frees everything
+        # that is not a cycle.
         self.behind_frames = 2_000
         self.behind = False
         self.pause_gc = False
@@ -97,7 +95,11 @@ class CallPipeline:
         # soon as its frame is read, ahead of any backlog (the screen-pop's
         # AgentCalled).  The frame still takes the ordered path afterwards;
         # a hook must only start work that its ordered handler waits for.
-        self.fast_lane: dict[str, Callable[[DomainEvent], None]] = {}
+        # A hook returns the task it started (or None): while such a task is
+        # in flight the ordered worker takes one frame per loop turn, so that
+        # the screen-pop's few steps do not each wait for a slice of backlog.
+        self.fast_lane: dict[str, Callable[[DomainEvent], "asyncio.Task | None"]] = {}
+        self._urgent: set[asyncio.Task] = set()
         self._fast_normaliser = Normaliser()
         # frames whose hook read_ahead() has run (id -> the frame itself: an
         # identity check, so a recycled id never skips another frame's hook)
@@ -129,18 +131,23 @@ class CallPipeline:
                 fired[id(frame)] = frame
                 self._fire(hook, frame, received_at)
 
-    def _hook_for(self, frame: Frame) -> Callable[[DomainEvent], None] | None:
+    def _hook_for(self, frame: Frame) -> Callable[[DomainEvent], "asyncio.Task | None"] | None:
         """The fast lane's hook for this frame's event, if it has one."""
         headers = frame.headers
         return self.fast_lane.get(headers[0][1]) if headers and headers[0][0] == "Event" else None
 
-    def _fire(self, hook: Callable[[DomainEvent], None], frame: Frame, received_at: float) -> None:
+    def _fire(self, hook: Callable[[DomainEvent], "asyncio.Task | None"], frame: Frame,
+              received_at: float) -> None:
         event = self._fast_normaliser(frame, received_at)
         if event is not None and not isinstance(event, UnknownEvent):
             try:
-                hook(event)
+                task = hook(event)
             except Exception:
                 log.exception("fast_lane_failed", ami_event=frame.headers[0][1])
+                return
+            if task is not None and not task.done():
+                self._urgent.add(task)
+                task.add_done_callback(self._urgent.discard)
 
     # called synchronously from the AMI protocol
     def feed(self, frame: Frame, received_at: float | None = None) -> None:
@@ -250,7 +257,7 @@ class CallPipeline:
                     self._set_behind(not self.behind)
                 elif self._gc_paused_at is not None and clock() - self._gc_paused_at > self.gc_max_pause_s:
                     self._resume_gc("still behind")
-                slice_end = clock() + (0.0 if self.behind else self.slice_s)
+                slice_end = clock() + (0.0 if self._urgent else self.slice_s)
             frame, ts = await self._queue.get()
             if self._pressed and self._queue.qsize() <= self.low_water:
                 self._pressed = False

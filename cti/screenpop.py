@@ -434,26 +434,28 @@ class ScreenPopService:
         self._drafts.setdefault(linkedid, set()).add(agent)
 
     # --- the fast lane --------------------------------------------------------
-    def fast_pop(self, event: DomainEvent) -> None:
+    def fast_pop(self, event: DomainEvent) -> asyncio.Task | None:
         """Called by the pipeline as the AgentCalled frame is read.  Only an
         agent's first ring for a call takes the fast lane: a ring again (after
         a no-answer) must come after the withdrawal of the first, which may
         still be queued.  Nothing here is written to the spool: when the
         database is unreachable (or older writes wait on disk) the ordered
-        path makes the pop, in order with the rest."""
+        path makes the pop, in order with the rest.  Returns the pop's task
+        (the pipeline lets it go before its backlog), or None."""
         if not (self.fast_lane and isinstance(event, AgentCalled) and event.linkedid and event.agent):
-            return
+            return None
         key = (event.linkedid, event.agent)
         if key in self._rung:
-            return
+            return None
         self._rung[key] = None
         if len(self._rung) > 100_000:
             self._rung.popitem(last=False)
         if len(self._fast) >= self.max_fast:
             self._forget_stale_fast()
         if (self.spool is not None and self.spool.pending) or len(self._fast) >= self.max_fast:
-            return
-        self._fast[key] = asyncio.get_running_loop().create_task(self._fast_pop(event))
+            return None
+        task = self._fast[key] = asyncio.get_running_loop().create_task(self._fast_pop(event))
+        return task
 
     def _forget_stale_fast(self, older_than_s: float = 120.0) -> None:
         """Fast pops whose AgentCalled never reached the ordered handler (a
