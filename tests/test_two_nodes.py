@@ -13,18 +13,11 @@ import asyncpg
 
 from cti.simulator import CallSpec
 
-from .harness import Inbox, next_message, running_service
+from .harness import Inbox, next_message, running_service, until
 
 
 async def _next(ws, kind: str, timeout: float = 10.0) -> dict:
     return await next_message(ws, kind, timeout)
-
-
-async def _until(cond, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_call_on_node_a_pops_up_for_agent_on_node_b_and_counts_on_both_wallboards(db_url):
@@ -79,7 +72,7 @@ async def test_big_message_travels_by_reference(db_url):
 
         await b.login(http_b, "agent1002")
         async with http_b.ws_connect(f"{b.base_url}/ws/agent/1002") as ws:
-            await _until(lambda: a.app[services_key]["cluster"].knows("agent:1002"))  # B's page, heard on A
+            assert await until(lambda: a.app[services_key]["cluster"].knows("agent:1002"))  # B's page, heard on A
             big = {"type": "call_state", "linkedid": "x", "state": "ringing", "note": "长" * 6000}
             a.app[hub_key].publish("agent:1002", big)
             got = await _next(ws, "call_state")
@@ -177,15 +170,15 @@ async def test_a_page_opened_on_node_b_after_the_pop_on_node_a_gets_it_once(db_u
     async with nodes(db_url, "node-a", "node-b", "node-c") as ((a, b, c), heard):
         on_c = Page()
         c.hub.subscribe("agent:1001", on_c)
-        await _until(lambda: a.knows("agent:1001"))
+        assert await until(lambda: a.knows("agent:1001"))
         await a.hub.publish_now("agent:1001", POP)
         a.hub.publish("agent:1001", STATE)
-        await _until(lambda: len(on_c.got) == 2)
+        assert await until(lambda: len(on_c.got) == 2)
         assert on_c.kinds() == [("screen_pop", False), ("call_state", False)]
 
         on_b = Page()
         sub_b = b.hub.subscribe("agent:1001", on_b)
-        await _until(lambda: len(on_b.got) == 2)
+        assert await until(lambda: len(on_b.got) == 2)
         assert on_b.kinds() == [("screen_pop", True), ("call_state", False)]
         assert on_b.got[0]["linkedid"] == POP["linkedid"]
         await asyncio.sleep(0.3)
@@ -193,10 +186,10 @@ async def test_a_page_opened_on_node_b_after_the_pop_on_node_a_gets_it_once(db_u
 
         # B's page closes and opens again: B forgot A's call, A replays it once more
         b.hub.unsubscribe(sub_b)
-        await _until(lambda: a._present.get("agent:1001") == {"node-c"})
+        assert await until(lambda: a._present.get("agent:1001") == {"node-c"})
         again = Page()
         b.hub.subscribe("agent:1001", again)
-        await _until(lambda: len(again.got) == 2)
+        assert await until(lambda: len(again.got) == 2)
         await asyncio.sleep(0.3)
         assert again.kinds() == [("screen_pop", True), ("call_state", False)]
 
@@ -205,9 +198,9 @@ async def test_a_node_that_stops_or_falls_silent_gets_no_more_relays(db_url):
     async with nodes(db_url, "node-a", "node-b", "node-c") as ((a, b, c), heard):
         b.hub.subscribe("agent:1001", Page())
         c.hub.subscribe("agent:1002", Page())
-        await _until(lambda: a.knows("agent:1001") and a.knows("agent:1002"))
+        assert await until(lambda: a.knows("agent:1001") and a.knows("agent:1002"))
         await b.stop()  # says bye
-        await _until(lambda: not a.knows("agent:1001"))
+        assert await until(lambda: not a.knows("agent:1001"))
         assert a.knows("agent:1002")
         # C falls silent (no heartbeat for three periods): forgotten
         a._heard["node-c"] -= 3 * a.heartbeat_s + 1
@@ -215,13 +208,13 @@ async def test_a_node_that_stops_or_falls_silent_gets_no_more_relays(db_url):
         assert not a.knows("agent:1002") and "node-c" not in a._heard
         # ...until it is heard again: its heartbeat lists its pages
         c._announce()
-        await _until(lambda: a.knows("agent:1002"))
+        assert await until(lambda: a.knows("agent:1002"))
 
 
 async def test_a_node_whose_listener_reconnects_asks_the_others_for_their_pages(db_url):
     async with nodes(db_url, "node-a", "node-b") as ((a, b), heard):
         b.hub.subscribe("agent:1001", Page())
-        await _until(lambda: a.knows("agent:1001"))
+        assert await until(lambda: a.knows("agent:1001"))
         a._set_topics("node-b", set())  # as if A had missed B's announcements
         assert not a.knows("agent:1001")
         admin = await asyncpg.connect(db_url)
@@ -232,7 +225,7 @@ async def test_a_node_whose_listener_reconnects_asks_the_others_for_their_pages(
                               "WHERE pid = ANY($1::int[])", [r["pid"] for r in pids])
         finally:
             await admin.close()
-        await _until(lambda: a.knows("agent:1001"), timeout=15)
+        assert await until(lambda: a.knows("agent:1001"), timeout=15)
 
 
 async def test_an_escalation_fired_on_node_a_reaches_a_supervisors_wallboard_on_node_b(db_url):
@@ -243,10 +236,10 @@ async def test_an_escalation_fired_on_node_a_reaches_a_supervisors_wallboard_on_
         wallboard_b = Page()
         b.hub.subscribe(SUPERVISOR_TOPIC, wallboard_b)
         b.hub.subscribe("wallboard", Page())
-        await _until(lambda: a.knows(SUPERVISOR_TOPIC))
+        assert await until(lambda: a.knows(SUPERVISOR_TOPIC))
         assert not a.knows("wallboard")  # each node computes its own figures
         a.hub.publish(SUPERVISOR_TOPIC, alert)
         a.hub.publish("wallboard", {"type": "wallboard"})
-        await _until(lambda: wallboard_b.got == [alert])
+        assert await until(lambda: wallboard_b.got == [alert])
         await asyncio.sleep(0.2)
         assert [m["t"] for m in heard if m["k"] == "hub"] == [SUPERVISOR_TOPIC]

@@ -12,15 +12,21 @@ from cti.simulator import CallSpec
 from .harness import login_page, running_service
 
 
+async def open_wallboard(browser, svc):
+    """A supervisor's wallboard, live; the list collects the page's script errors."""
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await login_page(page, svc, "supervisor")
+    await page.goto(f"{svc.base_url}/wallboard")
+    await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
+    return page, errors
+
+
 async def test_wallboard_follows_a_call_and_pauses_an_agent(db_url, browser, tmp_path):
     payload = '<img src=x onerror="window.__xss=1">'
     async with running_service(db_url) as svc:
-        page = await browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await login_page(page, svc, "supervisor")
-        await page.goto(f"{svc.base_url}/wallboard")
-        await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
+        page, errors = await open_wallboard(browser, svc)
         repair = 'tr[data-queue="repair"]'
         await page.wait_for_selector(f'{repair} td[data-k="offered"]:text-is("0")')
 
@@ -90,12 +96,7 @@ async def test_supervisor_sees_deadline_warnings_and_escalations_live_and_after_
             await conn.execute("UPDATE work_orders SET department = $2 WHERE id = $1", late["id"], payload)
         finally:
             await conn.close()
-        page = await browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await login_page(page, svc, "supervisor")
-        await page.goto(f"{svc.base_url}/wallboard")
-        await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
+        page, errors = await open_wallboard(browser, svc)
         await page.wait_for_selector("#sla-alerts tr.empty", timeout=5_000)
 
         # one order's dispatch deadline is about to pass, the other's has passed
