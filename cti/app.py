@@ -77,6 +77,10 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
     from tickets.routes import add_ticket_routes
 
     tickets = add_ticket_routes(app)
+    # an order changed (dispatched, fed back, ...): the wallboards' deadline
+    # lists reload if they show it, so that a met deadline leaves at once
+    tickets.on_changed.append(lambda order_id, action: app[hub_key].publish(
+        SUPERVISOR_TOPIC, {"type": "order_changed", "order_id": order_id, "action": action}))
     from recordings.wiring import install_recordings
 
     recordings_ctx = install_recordings(app, cfg, services_key=services_key, pool_key=pool_key,

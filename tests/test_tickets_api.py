@@ -206,3 +206,28 @@ async def test_knowledge_base_lists_every_topic_without_a_query(api):
     everything = await _ok(await api.get("/api/tickets/knowledge"))
     topics = {a["topic"] for a in everything}
     assert {"电价", "电费", "停电信息", "业扩报装", "用电变更", "计量", "安全用电"} <= topics
+
+
+async def test_listeners_hear_each_committed_change_and_a_failing_one_undoes_nothing(api, pool):
+    """``TicketServices.on_changed`` (what tells the wallboards) is called
+    after each committed accept, transition and crew report -- not for a
+    refused one -- and a listener that raises changes nothing for the caller."""
+    from tickets.routes import tickets_key
+
+    heard: list[tuple[int, str]] = []
+
+    def broken(order_id: int, action: str) -> None:
+        raise RuntimeError("wallboard gone")
+
+    api.server.app[tickets_key].on_changed.extend([broken, lambda oid, action: heard.append((oid, action))])
+    o = await _accept(api, pool)
+    oid = o["id"]
+    # a stale version is refused: nothing committed, nothing heard
+    await _ok(await api.post(f"/api/tickets/orders/{oid}/dispatch",
+                             json={**CREW, "version": o["version"] - 1, "actor": "1001"}), 409)
+    o = await _ok(await api.post(f"/api/tickets/orders/{oid}/dispatch",
+                                 json={**CREW, "version": o["version"], "actor": "1001"}))
+    assert o["status"] == "dispatched"
+    await _ok(await api.post(f"/api/tickets/orders/{oid}/crew-report",
+                             json={"kind": "arrival", "version": o["version"], "actor": "王师傅"}))
+    assert heard == [(oid, "accept"), (oid, "dispatch"), (oid, "crew_arrival")]

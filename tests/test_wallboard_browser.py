@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
 from cti.simulator import CallSpec
@@ -74,7 +75,7 @@ async def test_wallboard_follows_a_call_and_pauses_an_agent(db_url, browser, tmp
         assert errors == []
 
 
-async def test_supervisor_sees_deadline_warnings_and_escalations_live_and_after_a_reload(db_url, browser, tmp_path):
+async def test_supervisor_sees_deadline_alerts_live_after_a_reload_and_a_met_one_leaves_at_once(db_url, browser, tmp_path):
     """The deadline worker warns before a work order's deadline and escalates
     when it passes: the supervisor's wallboard lists both as they fire (pushed
     over its websocket) and again after a reload (from the API), overdue
@@ -128,5 +129,19 @@ async def test_supervisor_sees_deadline_warnings_and_escalations_live_and_after_
         await page.wait_for_selector('#conn[data-state="open"]', timeout=10_000)
         await page.wait_for_selector(f'{rows}[data-state="breached"]', timeout=5_000)
         assert await listed() == live
+
+        # the overdue order is dispatched: its deadline is met and leaves the
+        # list at once (pushed), long before the list's minute reload
+        async with aiohttp.ClientSession() as http:
+            await svc.login(http, "supervisor")
+            async with http.get(f"{svc.base_url}/api/tickets/orders/{late['id']}") as r:
+                version = (await r.json())["version"]
+            async with http.post(f"{svc.base_url}/api/tickets/orders/{late['id']}/dispatch",
+                                 json={"department": "城关抢修班", "assignee": "王师傅",
+                                       "assignee_phone": "13900001111", "version": version, "actor": "值班长"}) as r:
+                assert r.status == 200, await r.text()
+        await page.wait_for_selector(f'{rows}[data-state="breached"]', state="detached", timeout=5_000)
+        assert [(s, no) for s, no, _ in await listed()] == [("warned", warned["order_no"])]
+        assert "超时 0" in await page.text_content("#sla-count")
         assert await page.evaluate("window.__xss") is None
         assert errors == []

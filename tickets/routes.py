@@ -74,6 +74,17 @@ class TicketServices:
     departments: list[str] = field(default_factory=lambda: list(DEFAULT_DEPARTMENTS))
     heavy_load: bool | None = None          # supervisor's override; None = from the callback backlog
     knowledge_seeded: bool = False
+    # called with (order_id, action) after an order's change is committed
+    # (accept, every transition and crew report): cti/app.py tells the
+    # supervisors' wallboards, whose deadline list then drops what was met
+    on_changed: list[Callable[[int, str], Any]] = field(default_factory=list)
+
+    def changed(self, order_id: int, action: str) -> None:
+        for fn in self.on_changed:
+            try:
+                fn(order_id, action)
+            except Exception:  # a listener never undoes a committed change
+                log.exception("order_changed_listener_failed", order_id=order_id, action=action)
 
 
 tickets_key = web.AppKey("tickets", TicketServices)
@@ -240,6 +251,7 @@ async def accept(request: web.Request) -> web.Response:
         async with conn.transaction():
             await orders.save_order(conn, oid, clean, actor=actor, workflow=svc.workflow,
                                     merge=not new_fault, new_fault_reason=str(reason).strip()[:500])
+        svc.changed(oid, "accept")
         return web.json_response(await svc.workflow.detail(conn, oid))
 
 
@@ -265,6 +277,7 @@ async def _act(request: web.Request, action: Action, data: dict[str, Any]) -> we
         async with conn.transaction():
             await svc.workflow.act(conn, oid, action.value, data, actor=actor, version=version,
                                    heavy_load=svc.heavy_load)
+    svc.changed(oid, action.value)
     if action is Action.DISPATCH:
         await _deliver(request, oid)
     async with request.app[pool_key].acquire() as conn:

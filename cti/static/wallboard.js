@@ -239,6 +239,7 @@
     }
     r.breached = !!a.breached;
     r.due = a.due_at || "";
+    r.order = String(a.order_id);
     const tr = r.tr;
     tr.dataset.state = r.breached ? "breached" : "warned";
     const link = el("a", a.order_no || `#${a.order_id}`);
@@ -287,9 +288,17 @@
         slaRender();
       }).catch(() => {});
   }
-  // a deadline met since (the order was dispatched, fed back...) leaves the
-  // list at the next reload of it
+  // the list is read again every minute, and soon after a listed order
+  // changes (cti/app.py pushes {"type": "order_changed", order_id} after each
+  // committed accept, transition or crew report): a deadline met by a
+  // dispatch or a feedback leaves the list at once
   setInterval(slaLoad, 60000);
+  let slaReloadSoon = null;
+  function slaOrderChanged(m) {
+    const id = String(m.order_id);
+    if (slaReloadSoon || ![...slaRows.values()].some((r) => r.order === id)) return;
+    slaReloadSoon = setTimeout(() => { slaReloadSoon = null; slaLoad(); }, 300);
+  }
   function slaAlert(m) {
     if (m.deadline_id === undefined || m.deadline_id === null) return;
     const breached = m.alert === "SlaBreached" || m.type === "SlaBreached";
@@ -307,6 +316,7 @@
       let msg; try { msg = JSON.parse(ev.data); } catch (e) { return; }
       if (msg.type === "wallboard") render(msg);
       else if (msg.type === "sla_alert" || msg.type === "SlaWarning" || msg.type === "SlaBreached") slaAlert(msg);
+      else if (msg.type === "order_changed") slaOrderChanged(msg);
     };
     ws.onclose = () => {
       setConn("closed", "连接断开,重连中… Reconnecting…");
