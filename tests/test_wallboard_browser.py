@@ -10,7 +10,7 @@ import pytest
 
 from cti.simulator import CallSpec
 
-from .harness import login_page, running_service
+from .harness import login_page, password_for, running_service
 
 
 async def open_wallboard(browser, svc):
@@ -143,5 +143,32 @@ async def test_supervisor_sees_deadline_alerts_live_after_a_reload_and_a_met_one
         await page.wait_for_selector(f'{rows}[data-state="breached"]', state="detached", timeout=5_000)
         assert [(s, no) for s, no, _ in await listed()] == [("warned", warned["order_no"])]
         assert "超时 0" in await page.text_content("#sla-count")
+        assert await page.evaluate("window.__xss") is None
+        assert errors == []
+
+
+async def test_the_login_bar_sits_in_the_header_covers_no_figure_and_logs_out(db_url, browser):
+    """On the wall screen nothing may hide a figure: who is logged in (a
+    display name typed by an admin, shown as text) sits in the page's header,
+    not over the tables; its button ends the session."""
+    payload = '<img src=x onerror="window.__xss=1">'
+    async with running_service(db_url) as svc:
+        await svc.auth.user("supervisor")
+        await svc.auth.store.create_user("supervisor", password_for("supervisor"), "supervisor",
+                                         display_name=payload, replace=True)
+        page, errors = await open_wallboard(browser, svc)
+        await page.set_viewport_size({"width": 1280, "height": 720})
+        await page.wait_for_selector("header #auth-bar #auth-user")
+        assert (await page.text_content("#auth-user")).startswith(payload)
+        bar = await page.eval_on_selector("#auth-bar", "e => { const r = e.getBoundingClientRect(); "
+                                                       "return [r.left, r.top, r.right, r.bottom]; }")
+        boxes = await page.eval_on_selector_all(
+            "section, table, .card", "es => es.map(e => { const r = e.getBoundingClientRect(); "
+                                     "return [r.left, r.top, r.right, r.bottom]; })")
+        assert boxes and all(b[2] <= bar[0] or b[0] >= bar[2] or b[3] <= bar[1] or b[1] >= bar[3] for b in boxes)
+        await page.click("#logout")
+        await page.wait_for_url("**/login**", timeout=5_000)
+        status = await page.evaluate("fetch('/api/me').then(r => r.status)")
+        assert status == 401
         assert await page.evaluate("window.__xss") is None
         assert errors == []

@@ -35,12 +35,16 @@
     try { await apiFetch("/api/logout", { method: "POST" }); } catch (e) { /* go anyway */ }
     location.href = "/login";
   }
-  // a small "who am I · 退出" bar; every value is put in as text
+  // a small "who am I · 退出" bar, at the end of the page's header (in the
+  // flow: it never covers a figure of the wallboard on the wall screen), or
+  // fixed bottom-right on a page without one; every value is put in as text
   function userBar(who) {
     if (!who || document.getElementById("auth-bar")) return;
     const bar = document.createElement("div");
     bar.id = "auth-bar";
-    bar.style.cssText = "position:fixed;bottom:6px;right:8px;font-size:12px;z-index:1000;background:rgba(255,255,255,.85);padding:2px 6px;border-radius:4px";
+    const header = document.querySelector("body > header");
+    bar.style.cssText = header ? "font-size:12px;white-space:nowrap"
+      : "position:fixed;bottom:6px;right:8px;font-size:12px;z-index:1000;background:rgba(255,255,255,.85);padding:2px 6px;border-radius:4px";
     const name = document.createElement("span");
     name.id = "auth-user";
     name.textContent = `${who.display_name || who.username} (${who.role_label || who.role})`;
@@ -49,7 +53,7 @@
     btn.style.marginLeft = "6px";
     btn.addEventListener("click", logout);
     bar.append(name, btn);
-    document.body.appendChild(bar);
+    (header || document.body).appendChild(bar);
   }
   window.Auth = { me, apiFetch, logout };
   window.apiFetch = apiFetch;
