@@ -41,6 +41,10 @@ two lines are ``screenpop_p99_ms=<value>`` and ``lost=<count>``.
     .venv/bin/python bench/storm.py --rate 20 --seconds 30 --live-calls 10000
     .venv/bin/python bench/storm.py --profile /tmp/storm.prof    # cProfile of the service
     .venv/bin/python bench/storm.py --rate 200 --service-cpus 0-1 --others-cpus 2-5   # no CPU shared
+    .venv/bin/python bench/storm.py --rate 100 --seconds 30 --agents 700 --repeat 5   # medians of 5 runs
+
+With ``--repeat N`` the last two lines are the median p99 of the N runs and
+the calls lost in all of them together.
 """
 from __future__ import annotations
 
@@ -679,6 +683,74 @@ async def run(args) -> int:
     return 0 if lost == 0 else 1
 
 
+# --- several runs: medians (--repeat) ----------------------------------------
+_FIGURES = (  # (label, regular expression on one run's output)
+    ("p50 ms", r"screen-pop latency ms .*?: p50 ([0-9.]+)"),
+    ("p99 ms", r"^screenpop_p99_ms=([0-9.]+)"),
+    ("max ms", r"screen-pop latency ms .*?max ([0-9.]+)"),
+    ("lookup p99 ms", r"of which in the screen-pop handler .*?p99 ([0-9.]+)"),
+    ("service ms/call", r"service CPU .*?([0-9.]+) ms per call"),
+    ("PostgreSQL CPU s", r"PostgreSQL CPU ([0-9.]+) s"),
+    ("peak RSS MB", r"peak RSS: service ([0-9.]+) MB"),
+    ("live-calls RSS MB", r"^live_calls_rss_mb=([0-9.]+)"),
+    ("AMI logins", r"^AMI logins ([0-9]+)"),
+    ("lost", r"^lost=([0-9]+)"),
+)
+
+
+def summarise_runs(outputs: list[str]) -> tuple[list[str], float, int]:
+    """The figures of several runs' outputs: one line per figure with each
+    run's value, the median and the range; returns those lines, the median
+    p99 and the lost calls of all runs together (a run that printed no
+    ``lost=`` line -- it failed -- counts as one lost)."""
+    import re
+
+    lines = []
+    p99s: list[float] = []
+    lost = 0
+    for label, pattern in _FIGURES:
+        rx = re.compile(pattern, re.M)
+        vals = [float(m.group(1)) if (m := rx.search(out)) else None for out in outputs]
+        if label == "lost":
+            lost = sum(int(v) if v is not None else 1 for v in vals)
+        got = [v for v in vals if v is not None]
+        if label == "p99 ms":
+            p99s = got
+        if not got:
+            continue
+        each = "  ".join("—" if v is None else f"{v:g}" for v in vals)
+        lines.append(f"{label:18} median {statistics.median(got):8.2f}   range {min(got):g}–{max(got):g}   "
+                     f"runs: {each}")
+    return lines, (statistics.median(p99s) if p99s else float("nan")), lost
+
+
+def repeat(argv: list[str], n: int) -> int:
+    """Run the storm ``n`` times, each in a fresh process with a fresh
+    embedded PostgreSQL (seed, seed+1, ...), one after the other; print each
+    run's output, then the medians.  The last two lines are the median
+    ``screenpop_p99_ms`` and ``lost`` summed over the runs."""
+    base = list(argv)
+    seed = 1
+    if "--seed" in base:
+        i = base.index("--seed")
+        seed = int(base[i + 1])
+        del base[i:i + 2]
+    outputs = []
+    for k in range(n):
+        cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--seed", str(seed + k)]
+        print(f"=== run {k + 1} of {n} (seed {seed + k})", flush=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        print(proc.stdout, end="", flush=True)
+        outputs.append(proc.stdout)
+    lines, p99, lost = summarise_runs(outputs)
+    print(f"=== {n} runs: medians")
+    for line in lines:
+        print(line)
+    print(f"screenpop_p99_ms={p99:.2f}")
+    print(f"lost={lost}")
+    return 0 if lost == 0 else 1
+
+
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] in ("--loadgen", "--clients"):
         aio_run((loadgen if sys.argv[1] == "--loadgen" else clients)(json.loads(sys.argv[2])))
@@ -716,7 +788,15 @@ def main() -> int:
     ap.add_argument("--no-recordings", action="store_true",
                     help="the simulator writes no recording files (the indexer finds them missing)")
     ap.add_argument("--verbose", action="store_true", help="print the pipeline's backlog every second")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run the storm N times (fresh processes and database each, seeds seed..seed+N-1) "
+                         "and end with the medians: the machine is noisy, one run's p99 is not a figure")
     args = ap.parse_args()
+    if args.repeat > 1:
+        argv = sys.argv[1:]
+        i = next(j for j, a in enumerate(argv) if a == "--repeat" or a.startswith("--repeat="))
+        del argv[i:i + (1 if "=" in argv[i] else 2)]
+        return repeat(argv, args.repeat)
     if args.debug_loop:  # slow-callback reports come from asyncio's own loop (uvloop has none)
         os.environ["HOTLINE_LOOP"] = "asyncio"
     return aio_run(run(args))
