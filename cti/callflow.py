@@ -263,9 +263,19 @@ class CallFlow:
     ``max_records``.
     """
 
-    def __init__(self, max_channels: int = 50_000, max_records: int = 50_000) -> None:
+    def __init__(self, max_channels: int = 50_000, max_records: int = 50_000, *,
+                 max_ended_records: int | None = None, max_dead_channels: int | None = None) -> None:
         self.max_channels = max_channels
         self.max_records = max_records
+        # History: ended calls and hung-up channels are kept (records(), late
+        # events of a call that just ended) up to these bounds -- None: up to
+        # max_records / max_channels.  Trimmed every tenth of the smaller
+        # bound's worth of hang-ups, oldest first; live ones are never trimmed.
+        self.max_ended_records = max_ended_records
+        self.max_dead_channels = max_dead_channels
+        bounds = [b for b in (max_ended_records, max_dead_channels) if b is not None]
+        self._trim_every = max(1, min(bounds) // 10) if bounds else 0
+        self._hangups = 0
         self._chans: OrderedDict[str, _Chan] = OrderedDict()
         self._by_name: dict[str, str] = {}  # current channel name -> uid
         self._bridges: dict[str, set[str]] = {}
@@ -549,6 +559,24 @@ class CallFlow:
             del self._recs[uid]
         while len(self._recs) > self.max_records:
             self._recs.popitem(last=False)
+
+    def _trim_history(self) -> None:
+        """Drop the oldest ended records and hung-up channels beyond
+        ``max_ended_records`` / ``max_dead_channels``: one scan per
+        ``_trim_every`` hang-ups, so that a long day's history neither grows
+        the memory nor the garbage collector's full passes."""
+        keep = self.max_ended_records
+        if keep is not None:
+            ended = [k for k, r in self._recs.items() if r.reason]
+            for k in ended[:max(0, len(ended) - keep)]:
+                del self._recs[k]
+        keep = self.max_dead_channels
+        if keep is not None:
+            dead = [uid for uid, c in self._chans.items() if not c.alive]
+            for uid in dead[:max(0, len(dead) - keep)]:
+                c = self._chans.pop(uid)
+                if self._by_name.get(c.name) == uid:
+                    del self._by_name[c.name]
 
     def _live_rec(self, c: _Chan) -> _Rec | None:
         rec = self._recs.get(c.uid)
@@ -1081,6 +1109,13 @@ class CallFlow:
             del self._originates[0]
 
     def _on_hangup(self, ev) -> None:
+        self._hangup(ev)
+        if self._trim_every:
+            self._hangups += 1
+            if self._hangups % self._trim_every == 0:
+                self._trim_history()
+
+    def _hangup(self, ev) -> None:
         c = self._chan(ev.chan, create=False)
         if c is None:
             return

@@ -50,7 +50,8 @@ class CallPipeline:
         self.tracker = tracker or CallTracker()
         # call-level outcomes (transfers, pickups, who called whom) beside the
         # linkedid-keyed queue-call model of the screen-pop
-        self.callflow = CallFlow()
+        # (nothing reads ended calls' shapes later: a short history is kept)
+        self.callflow = CallFlow(max_ended_records=2_000, max_dead_channels=8_000)
         self.handlers: list[Handler] = list(handlers or [])
         self.stats = PipelineStats()
         self._queue: asyncio.Queue[tuple[Frame, float]] = asyncio.Queue(maxsize=max_queue)

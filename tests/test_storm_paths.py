@@ -371,3 +371,46 @@ async def test_a_paused_ami_reader_is_not_taken_for_a_dead_link(db_url):
         assert manager.state == "logged_in" and not transport.is_closing() and manager.stats.ping_timeouts == 0
         manager.set_reading(True)
         assert transport.is_reading()
+
+
+def test_a_long_days_history_stays_bounded_and_live_calls_and_outcomes_are_untouched():
+    """The pipeline's CallFlow keeps only a bounded history of ended calls
+    and hung-up channels (nothing reads older ones; a long day's would grow
+    the memory and every full pass of the garbage collector): beyond the
+    bounds the oldest go, a live call never does, and the newest ended
+    call's shape is what an unbounded flow makes of it."""
+    from pathlib import Path
+
+    from cti.callflow import CallFlow
+    from cti.frame import FrameReader
+    from cti.normalise import Normaliser
+    from cti.pipeline import CallPipeline
+
+    trace = (Path(__file__).parent / "fixtures" / "ami-traces" / "asterisk-22"
+             / "01-ivr-to-queue-answered.ami").read_bytes()
+    bounded, unbounded = CallFlow(max_ended_records=10, max_dead_channels=30), CallFlow()
+    norm = Normaliser()
+
+    def play(i: int, *, upto: int | None = None) -> None:
+        data = trace.replace(b"1795374638.", f"18{i:08d}.".encode()).replace(b"1795374643.", f"19{i:08d}.".encode())
+        for f in FrameReader().feed(data)[:upto]:
+            ev = norm(f, 0.0)
+            if ev is not None:
+                bounded.feed(ev)
+                unbounded.feed(ev)
+
+    play(0, upto=100)  # a call still going while a hundred others come and go
+    live = {r.caller.uniqueid for r in bounded.records() if not r.reason}
+    live_chans = {uid for uid, c in bounded._chans.items() if c.alive}
+    assert live and live_chans
+    for i in range(1, 101):
+        play(i)
+    ended = [r for r in bounded.records() if r.reason]
+    assert 1 <= len(ended) <= 10
+    assert sum(1 for c in bounded._chans.values() if not c.alive) <= 30
+    assert live <= {r.caller.uniqueid for r in bounded.records()}
+    assert live_chans <= set(bounded._chans)
+    assert ended[-1] == [r for r in unbounded.records() if r.reason][-1]
+    assert len(unbounded.records()) == 101  # the bounds, not the trace, made the difference
+    flow = CallPipeline().callflow
+    assert flow.max_ended_records is not None and flow.max_dead_channels is not None
