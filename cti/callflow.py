@@ -276,6 +276,12 @@ class CallFlow:
         bounds = [b for b in (max_ended_records, max_dead_channels) if b is not None]
         self._trim_every = max(1, min(bounds) // 10) if bounds else 0
         self._hangups = 0
+        # the history in the order it ended (key -> record, uid -> channel), so
+        # that a trim takes the oldest without walking the live calls; an
+        # entry whose key now holds something else (evicted, re-keyed) is
+        # skipped when its turn comes
+        self._ended: OrderedDict[str, _Rec] = OrderedDict()
+        self._dead: OrderedDict[str, _Chan] = OrderedDict()
         self._chans: OrderedDict[str, _Chan] = OrderedDict()
         self._by_name: dict[str, str] = {}  # current channel name -> uid
         self._bridges: dict[str, set[str]] = {}
@@ -562,21 +568,30 @@ class CallFlow:
 
     def _trim_history(self) -> None:
         """Drop the oldest ended records and hung-up channels beyond
-        ``max_ended_records`` / ``max_dead_channels``: one scan per
+        ``max_ended_records`` / ``max_dead_channels``, once per
         ``_trim_every`` hang-ups, so that a long day's history neither grows
-        the memory nor the garbage collector's full passes."""
+        the memory nor the garbage collector's full passes.  O(trimmed):
+        the live calls (10 000 waiting in a storm) are not walked."""
         keep = self.max_ended_records
         if keep is not None:
-            ended = [k for k, r in self._recs.items() if r.reason]
-            for k in ended[:max(0, len(ended) - keep)]:
-                del self._recs[k]
+            ended, recs = self._ended, self._recs
+            while len(ended) > keep:
+                k, rec = ended.popitem(last=False)
+                if recs.get(k) is rec and rec.reason:
+                    del recs[k]
         keep = self.max_dead_channels
         if keep is not None:
-            dead = [uid for uid, c in self._chans.items() if not c.alive]
-            for uid in dead[:max(0, len(dead) - keep)]:
-                c = self._chans.pop(uid)
-                if self._by_name.get(c.name) == uid:
-                    del self._by_name[c.name]
+            dead, chans = self._dead, self._chans
+            while len(dead) > keep:
+                uid, c = dead.popitem(last=False)
+                if chans.get(uid) is c:
+                    del chans[uid]
+                    if self._by_name.get(c.name) == uid:
+                        del self._by_name[c.name]
+
+    def _ended_now(self, key: str, rec: _Rec) -> None:
+        if self._trim_every:
+            self._ended[key] = rec
 
     def _live_rec(self, c: _Chan) -> _Rec | None:
         rec = self._recs.get(c.uid)
@@ -647,6 +662,7 @@ class CallFlow:
         self._recs[f"{caller.uid}~{self._split}"] = rec
         rec.reason = rec.reason or "transferred"
         rec.ended_at = rec.ended_at or at
+        self._ended_now(f"{caller.uid}~{self._split}", rec)
         new = self._rec(caller, at)
         _add(new.rang, target)
         new.seen_ring = new.ring_since_connect = True
@@ -658,6 +674,7 @@ class CallFlow:
             rec.reason = "transferred"
             rec.deferred = ""
             rec.ended_at = rec.ended_at or at
+            self._ended_now(c.uid, rec)
             rec.open_transfer = None
             if drop:
                 names = {p.channel for p in drop}
@@ -832,6 +849,7 @@ class CallFlow:
                     if mine is not None:  # keep our own finished call
                         del self._recs[c.uid]
                         self._recs[f"{c.uid}~{c.seq}"] = mine
+                        self._ended_now(f"{c.uid}~{c.seq}", mine)
                     del self._recs[uid]
                     rec.uid = c.uid
                     rec.party = Party(rec.party.channel, c.uid, rec.party.num, rec.party.name)
@@ -1121,6 +1139,8 @@ class CallFlow:
             return
         c.alive = False
         c.cause = ev.cause
+        if self._trim_every:
+            self._dead[c.uid] = c
         pend = self._pending_blind.pop(c.name, None) if "<" not in c.name else None
         if pend is not None:
             # the transferee hung up before its new target rang: the
@@ -1147,6 +1167,7 @@ class CallFlow:
             rec.reason = reason
         else:
             rec.reason = reason
+        self._ended_now(c.uid, rec)
         self._touched = rec
 
     def _reason(self, c: _Chan, rec: _Rec, cause: int) -> str:

@@ -412,5 +412,70 @@ def test_a_long_days_history_stays_bounded_and_live_calls_and_outcomes_are_untou
     assert live_chans <= set(bounded._chans)
     assert ended[-1] == [r for r in unbounded.records() if r.reason][-1]
     assert len(unbounded.records()) == 101  # the bounds, not the trace, made the difference
+    # the history's own end-order indexes stay within the bounds too
+    assert len(bounded._ended) <= 10 and len(bounded._dead) <= 30
     flow = CallPipeline().callflow
     assert flow.max_ended_records is not None and flow.max_dead_channels is not None
+
+
+def test_trimming_the_history_never_walks_the_live_calls():
+    """With thousands of callers waiting, a trim of the call-flow history
+    takes the oldest ended calls and channels from their own end-order
+    index: it never walks the live calls (a loop stall of milliseconds per
+    trim with 10 000 waiting)."""
+    from collections import OrderedDict
+    from pathlib import Path
+
+    from cti.callflow import CallFlow
+    from cti.frame import FrameReader
+    from cti.normalise import Normaliser
+
+    trace = (Path(__file__).parent / "fixtures" / "ami-traces" / "asterisk-22"
+             / "01-ivr-to-queue-answered.ami").read_bytes()
+    frames = FrameReader().feed(trace)
+    flow, norm = CallFlow(max_ended_records=5, max_dead_channels=10), Normaliser()
+
+    def play(i: int, upto: int | None = None) -> None:
+        data = trace.replace(b"1795374638.", f"18{i:08d}.".encode()).replace(b"1795374643.", f"19{i:08d}.".encode())
+        for f in FrameReader().feed(data)[:upto]:
+            ev = norm(f, 0.0)
+            if ev is not None:
+                flow.feed(ev)
+
+    for i in range(200):  # two hundred callers waiting
+        play(i, upto=100)
+    live_recs, live_chans = dict(flow._recs), dict(flow._chans)
+    assert len(live_recs) == 200 and frames
+
+    class NoWalk(OrderedDict):
+        """Fails any walk over its entries until ``allowed``."""
+        allowed = False
+
+        def _check(self):
+            if not NoWalk.allowed:
+                raise AssertionError("the trim walked every call")
+
+        def __iter__(self):
+            self._check()
+            return super().__iter__()
+
+        def items(self):
+            self._check()
+            return super().items()
+
+        def values(self):
+            self._check()
+            return super().values()
+
+        def keys(self):
+            self._check()
+            return super().keys()
+
+    flow._recs, flow._chans = NoWalk(flow._recs), NoWalk(flow._chans)
+    for i in range(200, 260):  # sixty calls come and go meanwhile
+        play(i)
+    NoWalk.allowed = True
+    recs, chans = dict(flow._recs), dict(flow._chans)
+    assert set(live_recs) <= set(recs) and set(live_chans) <= set(chans)  # no live call trimmed
+    assert sum(1 for r in recs.values() if r.reason) <= 5
+    assert sum(1 for c in chans.values() if not c.alive) <= 10
