@@ -357,6 +357,47 @@ async def test_a_worker_behind_pauses_the_collector_until_it_caught_up():
     assert seen[-1] == (False, True)
 
 
+async def test_caught_up_what_the_surge_left_skips_the_young_collector_pass():
+    """While the collector waited, everything made stays in its youngest
+    generation; caught up, the first young pass would walk all of it at once
+    (685 ms after a 120 s surge).  It goes to the oldest generation instead,
+    where the next full collection still frees its cycles."""
+    import gc
+    import weakref
+
+    from cti.pipeline import CallPipeline
+
+    pipeline = CallPipeline(max_queue=1000)
+    pipeline.behind_frames = 20
+    pipeline.pause_gc = True
+    kept: list = []
+    refs: list[weakref.ref] = []
+
+    class Cycle:
+        pass
+
+    def listener(event, call):
+        if pipeline.behind:
+            kept.extend([i] for i in range(1000))  # state the surge leaves behind
+            c = Cycle()
+            c.me = c  # garbage only the collector frees
+            refs.append(weakref.ref(c))
+
+    pipeline.listeners.append(listener)
+    for i in range(60):
+        pipeline.feed(_join("repair", f"u{i}", i + 1))
+    pipeline.start()
+    try:
+        await pipeline.drain()
+    finally:
+        await pipeline.stop()
+    assert pipeline.stats.behind == 1 and gc.isenabled() and len(kept) >= 20_000
+    assert gc.get_count()[0] < 1000  # nothing of the surge waits for a young pass
+    assert refs and any(r() is not None for r in refs)
+    gc.collect()
+    assert all(r() is None for r in refs)  # its cycles are still collected
+
+
 async def test_a_paused_ami_reader_is_not_taken_for_a_dead_link(db_url):
     from cti.app import manager_key
     from tests.harness import running_service
