@@ -199,7 +199,7 @@ class CallRecorder:
     MILESTONES = ("queued", "connected", "ended")
 
     def __init__(self, pool: asyncpg.Pool, spool: Spool | None = None, *, max_batch: int = 500,
-                 on_written: list[Callable[[], None]] | None = None, gather_s: float = 0.01) -> None:
+                 on_written: list[Callable[[], None]] | None = None, gather_s: float = 0.05) -> None:
         """``gather_s``: the writer waits this long after a row arrives for
         more rows to write with it (write-behind; nothing reads the calls
         table within milliseconds of a change: the live wallboard counts

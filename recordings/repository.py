@@ -35,6 +35,45 @@ async def insert_started(conn: asyncpg.Connection, *, path: str, linkedid: str, 
     return await conn.fetchval("SELECT id FROM recordings WHERE path = $1", path), False
 
 
+_INSERT_STARTED_MANY = """
+WITH r AS (
+    SELECT *, row_number() OVER (PARTITION BY path ORDER BY i) AS nth
+      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+           WITH ORDINALITY AS u(path, linkedid, uniqueid, channel, queue, agent, started_at, i)
+), ins AS (
+    INSERT INTO recordings (path, linkedid, uniqueid, channel, queue, agent, started_at, state, error,
+                            ended_at, end_reason)
+    SELECT path, linkedid, uniqueid, channel, queue, agent, started_at, 'recording', '', NULL, ''
+      FROM r ORDER BY i
+    ON CONFLICT (path) WHERE path <> '' DO NOTHING
+    RETURNING id, path
+)
+SELECT coalesce(ins.id, old.id) AS id, (ins.id IS NOT NULL AND r.nth = 1) AS created
+  FROM r LEFT JOIN ins ON ins.path = r.path LEFT JOIN recordings old ON old.path = r.path
+ ORDER BY r.i"""
+
+
+async def insert_started_many(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> list[tuple[int, bool]]:
+    """:func:`insert_started` of many recordings (safe names: ``path`` not
+    empty) in one statement; ``(id, created)`` of each, in order (a file
+    named twice is one row, created once)."""
+    if not rows:
+        return []
+    cols = ([r["path"] for r in rows], [r["linkedid"] for r in rows], [r["uniqueid"] for r in rows],
+            [r["channel"][:200] for r in rows], [r["queue"][:32] for r in rows], [r["agent"][:32] for r in rows],
+            [r["started_at"] for r in rows])
+    if not all(cols[0]):
+        raise ValueError("insert_started_many: every row needs its path")
+    got = [(r["id"], r["created"]) for r in await conn.fetch(_INSERT_STARTED_MANY, *cols)]
+    missing = [rows[i]["path"] for i, (rec_id, _) in enumerate(got) if rec_id is None]
+    if missing:  # another node's insert, committed after this statement's snapshot
+        found = {r["path"]: r["id"] for r in await conn.fetch(
+            "SELECT id, path FROM recordings WHERE path = ANY($1::text[])", missing)}
+        got = [(rec_id if rec_id is not None else found[rows[i]["path"]], created)
+               for i, (rec_id, created) in enumerate(got)]
+    return got
+
+
 _INDEX_COLUMNS = "id, path, linkedid, agent, queue, state, started_at, ended_at"
 
 
@@ -95,23 +134,44 @@ _WITH_ORDERS = f"""WITH u AS ({{update}})
       FROM u LEFT JOIN recording_orders o ON o.recording_id = u.id ORDER BY o.order_id"""
 
 
+def _ending(update: str, first: int) -> str:
+    """``update`` that also ends the recording (``$first`` = ended_at,
+    ``$first+1`` = end_reason), once: only a row not ended yet."""
+    return (update.replace("ended_at = coalesce(ended_at, now())",
+                           f"ended_at = ${first}, end_reason = ${first + 1}")
+            .replace("WHERE id = $1 AND", "WHERE id = $1 AND ended_at IS NULL AND"))
+
+
+_END_INDEXED = _ending(_SET_INDEXED, 10)
+_END_FAILED = _ending(_SET_FAILED, 7)
+
+
 async def set_indexed_with_orders(conn: asyncpg.Connection, rec_id: int, *, duration_s: float, size_bytes: int,
                                   sha256: str, fmt: str, retention_until: datetime, agent: str = "",
-                                  queue: str = "", note: str = "") -> list[asyncpg.Record] | None:
+                                  queue: str = "", note: str = "",
+                                  end: tuple[datetime, str] | None = None) -> list[asyncpg.Record] | None:
     """Indexed (it was waiting to be), and :func:`linked_orders`, in one
-    statement: the recording's orders, or ``None`` when it was not waiting."""
-    rows = await conn.fetch(_WITH_ORDERS.format(update=_SET_INDEXED), rec_id, duration_s, size_bytes, sha256,
-                            fmt, retention_until, agent[:32], queue[:32], note)
+    statement: the recording's orders, or ``None`` when it was not waiting.
+    ``end=(ended_at, reason)``: it is also the recording's end, which
+    happens once (``None`` when it had already ended)."""
+    args = [rec_id, duration_s, size_bytes, sha256, fmt, retention_until, agent[:32], queue[:32], note]
+    if end is not None:
+        args += [end[0], end[1]]
+    rows = await conn.fetch(_WITH_ORDERS.format(update=_SET_INDEXED if end is None else _END_INDEXED), *args)
     return [r for r in rows if r["order_id"] is not None] if rows else None
 
 
 async def set_failed_with_orders(conn: asyncpg.Connection, rec_id: int, *, state: str, error: str,
                                  retention_until: datetime | None = None, agent: str = "",
-                                 queue: str = "") -> list[asyncpg.Record] | None:
+                                 queue: str = "",
+                                 end: tuple[datetime, str] | None = None) -> list[asyncpg.Record] | None:
     """Missing/corrupt/rejected (from 'recording' or 'indexed'), and
-    :func:`linked_orders`, in one statement; ``None`` when neither."""
-    rows = await conn.fetch(_WITH_ORDERS.format(update=_SET_FAILED), rec_id, state, error[:1000],
-                            retention_until, agent[:32], queue[:32])
+    :func:`linked_orders`, in one statement; ``None`` when neither.
+    ``end``: as in :func:`set_indexed_with_orders`."""
+    args = [rec_id, state, error[:1000], retention_until, agent[:32], queue[:32]]
+    if end is not None:
+        args += [end[0], end[1]]
+    rows = await conn.fetch(_WITH_ORDERS.format(update=_SET_FAILED if end is None else _END_FAILED), *args)
     return [r for r in rows if r["order_id"] is not None] if rows else None
 
 

@@ -7,6 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
@@ -273,3 +274,99 @@ async def test_indexing_from_simulator_calls(db_url):
     assert c["state"] in ("indexed", "transcoded") and c["agent"] == "1002" and c["queue"] == "complaint"
     assert c["uniqueid"] != complaint.uniqueid   # pattern B: the member leg
     assert (root / c["path"]).exists() or c["state"] == "transcoded"
+
+
+async def _pool_logging_updates(db_url, seen: list[str]):
+    """A pool whose connections note every UPDATE of recordings they run."""
+    def log_query(q) -> None:
+        if q.query.lstrip().startswith(("UPDATE recordings", "WITH u AS (UPDATE recordings")):
+            seen.append(q.query)
+
+    async def init(conn) -> None:
+        conn.add_query_logger(log_query)
+
+    return await asyncpg.create_pool(db_url, min_size=1, max_size=2, init=init)
+
+
+async def test_a_finished_file_is_ended_and_indexed_in_one_statement(db_url, tmp_path):
+    tone(tmp_path / "repair-20261122-191043-1795374638.1.wav", 3.0)
+    updates: list[str] = []
+    p = await _pool_logging_updates(db_url, updates)
+    try:
+        await replay(p, settings_for(tmp_path, asterisk_root=TRACE_ROOT), "01-")
+        (r,) = await rows(p)
+    finally:
+        await p.close()
+    assert len(updates) == 1 and "ended_at IS NULL" in updates[0]
+    assert (r["state"], r["end_reason"], r["agent"]) == ("indexed", "stopped", "1001")
+    assert r["ended_at"] is not None and r["indexed_at"] is not None
+    assert r["duration_s"] == pytest.approx(3.0)
+
+
+async def test_a_file_still_being_written_is_ended_at_once_and_indexed_when_final(db_url, tmp_path):
+    f = truncated_header_wav(tmp_path / "repair-20261122-191043-1795374638.1.wav", 1.0)  # Asterisk still writing
+    updates: list[str] = []
+    p = await _pool_logging_updates(db_url, updates)
+    try:
+        indexer_task = asyncio.create_task(
+            replay(p, settings_for(tmp_path, asterisk_root=TRACE_ROOT, index_retry_delays=(0.4,)), "01-"))
+        for _ in range(100):  # the end is written while the file is not final yet
+            await asyncio.sleep(0.02)
+            if updates:
+                break
+        (ended,) = await rows(p)
+        assert (ended["state"], ended["end_reason"]) == ("recording", "stopped") and ended["ended_at"] is not None
+        tone(f, 2.5)  # closed: header final
+        await indexer_task
+        (r,) = await rows(p)
+    finally:
+        await p.close()
+    assert len(updates) == 2
+    assert r["state"] == "indexed" and r["duration_s"] == pytest.approx(2.5) and r["error"] == ""
+    assert r["ended_at"] == ended["ended_at"]
+
+
+async def _pool_logging_inserts(db_url, seen: list[str]):
+    def log_query(q) -> None:
+        if "INSERT INTO recordings" in q.query:
+            seen.append(q.query)
+
+    async def init(conn) -> None:
+        conn.add_query_logger(log_query)
+
+    return await asyncpg.create_pool(db_url, min_size=1, max_size=2, init=init)
+
+
+async def test_recordings_starting_together_are_written_in_one_insert(db_url, tmp_path):
+    uids = [f"20.{i}" for i in range(5)]
+    rels = [f"20261122/{u}-{u}-repair-120000.wav" for u in uids]
+    for rel in rels:
+        tone(tmp_path / rel, 1.0)
+    inserts: list[str] = []
+    p = await _pool_logging_inserts(db_url, inserts)
+    try:
+        await feed(p, settings_for(tmp_path, asterisk_root=ROOT),
+                   *[varset(u, f"{ROOT}/{rel}") for u, rel in zip(uids, rels)], *[stop(u) for u in uids])
+        got = await rows(p)
+    finally:
+        await p.close()
+    assert len(inserts) == 1
+    assert sorted(r["path"] for r in got) == sorted(rels)
+    assert {r["state"] for r in got} == {"indexed"} and all(r["end_reason"] == "stopped" for r in got)
+
+
+async def test_a_start_row_postgresql_refuses_never_loses_the_rows_batched_with_it(pool, tmp_path):
+    rels = {u: f"20261122/{u}-{u}-repair-120000.wav" for u in ("21.1", "21.2", "21.3")}
+    for rel in rels.values():
+        tone(tmp_path / rel, 1.0)
+    with capture_logs() as logs:
+        await feed(pool, settings_for(tmp_path, asterisk_root=ROOT),
+                   varset("21.1", f"{ROOT}/{rels['21.1']}"),
+                   varset("21.2", f"{ROOT}/{rels['21.2']}", lid="21.2\x00bad"),  # text PostgreSQL refuses
+                   varset("21.3", f"{ROOT}/{rels['21.3']}"),
+                   stop("21.1", None), stop("21.2", "21.2\x00bad"), stop("21.3"))
+    got = {r["path"]: r for r in await rows(pool)}
+    assert set(got) == {rels["21.1"], rels["21.3"]}
+    assert {r["state"] for r in got.values()} == {"indexed"}
+    (bad,) = [e for e in logs if e["event"] == "recording_row_unwritten"]
+    assert bad["path"] == rels["21.2"]
