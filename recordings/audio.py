@@ -93,9 +93,19 @@ def probe_wav(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> WavInfo:
     present (a header Asterisk has not finalised yet says 0 bytes)."""
     p = Path(path)
     try:
-        size = p.stat().st_size
+        f = open(p, "rb")
     except FileNotFoundError:
         raise RecordingFileError("missing", f"录音文件不存在 / recording file not found: {p.name}") from None
+    except OSError as exc:
+        raise RecordingFileError("missing", f"录音文件无法读取 / cannot read recording file: {exc.strerror}") from None
+    with f:
+        return probe_open_wav(f, chunk=chunk)
+
+
+def probe_open_wav(f, *, chunk: int = 1 << 20) -> WavInfo:
+    """:func:`probe_wav` of a file already open for reading (binary)."""
+    try:
+        size = os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise RecordingFileError("missing", f"录音文件无法读取 / cannot read recording file: {exc.strerror}") from None
     if size == 0:
@@ -104,14 +114,13 @@ def probe_wav(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> WavInfo:
         raise RecordingFileError("corrupt", f"录音文件过短 ({size} 字节) / recording file truncated ({size} bytes)")
     h = hashlib.sha256()
     try:
-        with open(p, "rb") as f:
-            riff = _parse_riff(f)
-            f.seek(0)
-            while True:
-                block = f.read(chunk)
-                if not block:
-                    break
-                h.update(block)
+        riff = _parse_riff(f)
+        f.seek(0)
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
     except RecordingFileError:
         raise
     except OSError as exc:

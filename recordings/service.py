@@ -13,8 +13,10 @@ plus an error log line."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +30,9 @@ from cti.events import AgentConnected, ChannelHungUp, RecordingStarted, Recordin
 from cti.logs import get_logger
 
 from . import repository as repo
-from .audio import COMPACT_FORMATS, RecordingFileError, Writer, make_compact_copy, probe_wav, pydub_writer
+from .audio import (
+    COMPACT_FORMATS, RecordingFileError, Writer, make_compact_copy, probe_open_wav, pydub_writer,
+)
 from .model import (
     UnsafeName, check_relative, is_expired, legal_hold_until, parse_name, relative_path, retention_until,
     safe_error_text,
@@ -93,12 +97,57 @@ def _real_root(root: str, _minute: int) -> str:
     return os.path.realpath(root)
 
 
-def _probe_inside(root: str, path: Path):
-    """:func:`probe_wav` of a file that really is under ``root``."""
-    if not inside_root(root, path):
-        raise RecordingFileError("rejected", "录音文件指向录音目录之外 / file resolves outside the "
-                                             "recordings directory (symlink)")
-    return probe_wav(path)
+_SYMLINK = ("录音文件指向录音目录之外 / file resolves outside the recordings directory (symlink: "
+            "MixMonitor never makes one)")
+
+
+def open_beneath(root: str, rel: str):
+    """``root/rel`` opened for reading (binary), refusing a symbolic link
+    anywhere below the root: each directory is opened from the one before
+    with ``O_NOFOLLOW`` (no window for swapping in a link, unlike resolving
+    the path first) and the file must be a regular file.  Raises
+    :class:`RecordingFileError` (``rejected``: a link or not a file;
+    ``missing``)."""
+    try:
+        parts = check_relative(rel).split("/")
+    except UnsafeName:
+        raise RecordingFileError("rejected", "录音文件路径不安全 / unsafe recording path") from None
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(_real_root(root, int(time.monotonic() // 60)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise RecordingFileError("missing", f"录音目录无法打开 / recordings directory: {exc.strerror}") from None
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            try:  # a FIFO must not block the thread: O_NONBLOCK (a regular file ignores it)
+                nxt = os.open(part, nofollow | (os.O_NONBLOCK if last else os.O_DIRECTORY), dir_fd=fd)
+            except FileNotFoundError:
+                raise RecordingFileError("missing", f"录音文件不存在 / recording file not found: "
+                                                    f"{parts[-1]}") from None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise RecordingFileError("rejected", _SYMLINK) from None
+                raise RecordingFileError("missing", f"录音文件无法读取 / cannot read recording file: "
+                                                    f"{exc.strerror}") from None
+            os.close(fd)
+            fd = nxt
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RecordingFileError("rejected", "录音路径不是普通文件 / recording path is not a regular file")
+        os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+        fd = -1
+        return f
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _probe_inside(root: str, rel: str):
+    """:func:`probe_wav` of ``root/rel``, a file that really is under
+    ``root`` (:func:`open_beneath`)."""
+    with open_beneath(root, rel) as f:
+        return probe_open_wav(f)
 
 
 @dataclass
@@ -380,8 +429,7 @@ async def _probe(settings: RecordingSettings, rel: str) -> tuple[Any, RecordingF
     """(info, None) or (None, the file's error); in a thread: resolving the
     path and reading the file are system calls."""
     try:
-        info = await asyncio.get_running_loop().run_in_executor(None, _probe_inside, settings.root,
-                                                                settings.original(rel))
+        info = await asyncio.get_running_loop().run_in_executor(None, _probe_inside, settings.root, rel)
         return info, None
     except RecordingFileError as exc:
         return None, exc

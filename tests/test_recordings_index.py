@@ -201,6 +201,32 @@ async def test_a_symlink_leaving_the_root_is_rejected(pool, tmp_path):
     assert r["state"] == "rejected" and "outside" in r["error"]
 
 
+def test_open_beneath_refuses_every_link_below_the_root_and_what_is_not_a_file(tmp_path):
+    import os
+
+    from recordings.audio import RecordingFileError
+    from recordings.service import open_beneath
+
+    outside = tmp_path / "outside"
+    tone(outside / "x.wav", 0.5)
+    root = tmp_path / "root"
+    (root / "20261122").mkdir(parents=True)
+    tone(root / "20261122" / "ok.wav", 0.5)
+    with open_beneath(str(root), "20261122/ok.wav") as f:
+        assert f.read(4) == b"RIFF"
+    (root / "20261123").symlink_to(outside)                       # a linked directory
+    (root / "20261122" / "inside-link.wav").symlink_to(root / "20261122" / "ok.wav")  # even to a file inside
+    os.mkfifo(root / "20261122" / "fifo.wav")                     # would block a plain open()
+    (root / "20261122" / "dir.wav").mkdir()
+    for rel, kind in [("20261123/x.wav", "rejected"), ("20261122/inside-link.wav", "rejected"),
+                      ("20261122/fifo.wav", "rejected"), ("20261122/dir.wav", "rejected"),
+                      ("20261122/none.wav", "missing"), ("20261199/none.wav", "missing"),
+                      ("20261122/../../outside/x.wav", "rejected")]:
+        with pytest.raises(RecordingFileError) as e:
+            open_beneath(str(root), rel)
+        assert e.value.kind == kind, rel
+
+
 async def test_a_late_file_is_found_by_the_retry(pool, tmp_path):
     rel = "20261122/8.1-8.1-repair-120000.wav"
     settings = settings_for(tmp_path, asterisk_root=ROOT, index_retry_delays=(0.3,))
