@@ -183,6 +183,9 @@ async def loadgen(cfg: dict) -> None:
 
     from cti.simulator import CallSpec, CdrPgsqlWriter, PbxSimulator, load_manager_eventfilters
 
+    if cfg.get("nice"):  # --loadgen-nice: the simulated Asterisk yields the CPU to the service
+        os.nice(int(cfg["nice"]))
+
     logging.disable(logging.WARNING)
     say, hear = await _pipes()
     cdr = CdrPgsqlWriter(cfg["db_url"]) if cfg["cdr"] else None  # as Asterisk's cdr_pgsql: an INSERT per row
@@ -430,6 +433,7 @@ async def run(args) -> int:
     lg_cfg["eventfilter"] = not args.no_eventfilter
     lg_cfg["db_url"] = db_url  # the simulator writes Asterisk's CDR rows there
     lg_cfg["cdr"] = not args.no_cdr
+    lg_cfg["nice"] = args.loadgen_nice
     async def spawn(role: str):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(Path(__file__).resolve()), role, json.dumps(lg_cfg),
@@ -492,7 +496,8 @@ async def run(args) -> int:
           f"db={'embedded' if embedded else 'DATABASE_URL'}, eventfilter {'off' if args.no_eventfilter else 'shipped'}, "
           f"loop {type(asyncio.get_running_loop()).__module__.split('.')[0]}; service and load generator in "
           f"separate processes; CPUs: service {_cpus(os.sched_getaffinity(0))}, simulator + clients + "
-          f"PostgreSQL {_cpus(args.others_cpus) if args.others_cpus else 'any'} of {os.cpu_count()}",
+          f"PostgreSQL {_cpus(args.others_cpus) if args.others_cpus else 'any'} of {os.cpu_count()}"
+          f"{f'; simulator at nice {args.loadgen_nice}' if args.loadgen_nice else ''}",
           flush=True)
     rss_before = rss_now_mb()
     profiler = None
@@ -670,6 +675,10 @@ async def run(args) -> int:
     print("garbage collector in the service: " + ", ".join(
         f"gen{g} x{len(ds)} total {sum(ds) * 1000:.0f} ms longest {max(ds, default=0) * 1000:.1f} ms"
         for g, ds in by_gen.items()), flush=True)
+    t_full = time.perf_counter()
+    freed = gc.collect()  # what the service's 15-minute sweep (cti/collector.py) would cost now
+    print(f"a full collection right after the storm (the service's 15-minute sweep): "
+          f"{(time.perf_counter() - t_full) * 1000:.0f} ms, {freed} objects freed", flush=True)
     print(f"AMI logins {manager.logins} (1 = the link never dropped), reads paused for backpressure "
           f"{manager.stats.read_pauses}, frames dropped by the pipeline's bound {pipeline.stats.queue_full}")
     print(f"loss: calls without exactly one record {missing_records}, left open {open_calls}, wrong outcome "
@@ -787,6 +796,9 @@ def main() -> int:
                     help="the simulator sends every event (no manager.conf eventfilter lines)")
     ap.add_argument("--no-recordings", action="store_true",
                     help="the simulator writes no recording files (the indexer finds them missing)")
+    ap.add_argument("--loadgen-nice", type=int, default=0, metavar="N",
+                    help="run the simulated Asterisk at this niceness (e.g. 10: on a small machine it then takes "
+                         "the CPU the service leaves, as if Asterisk ran on its own server; default 0)")
     ap.add_argument("--verbose", action="store_true", help="print the pipeline's backlog every second")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="run the storm N times (fresh processes and database each, seeds seed..seed+N-1) "

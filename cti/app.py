@@ -289,17 +289,21 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
         await bus.stop()
 
     async def gc_ctx(app: web.Application):
-        """Everything is up: move what start-up made (modules, menus, caches)
-        out of the collector's sight, so that a full collection during a call
-        storm walks only what calls make (pauses of tens of ms otherwise), and
-        collect the young generation less often."""
-        import gc
+        """Everything is up: what start-up made (modules, menus, caches) goes
+        out of the collector's sight; the automatic passes are small young
+        ones; the older generations are swept every 15 minutes, not during
+        a surge (cti/collector.py)."""
+        from . import collector
+        from .aio import stop_task
 
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(10_000, 20, 20)
+        before = collector.install()
+        pipeline = app[pipeline_key]
+        sweeper = collector.Sweeper(busy=lambda: pipeline.behind or pipeline.gc_paused)
+        app[services_key]["gc_sweeper"] = sweeper
+        task = asyncio.get_running_loop().create_task(sweeper.run(), name="gc-sweeper")
         yield
-        gc.unfreeze()
+        await stop_task(task)
+        collector.uninstall(before)
 
     app.cleanup_ctx.extend([database_ctx, tickets_worker_ctx, ivr_ctx, demo_ctx, pipeline_ctx, recordings_ctx,
                             wallboard_ctx, cluster_ctx, ami_ctx, traffic_ctx, gc_ctx])

@@ -186,6 +186,11 @@ class CallPipeline:
             if self._gc_paused_at is not None:
                 self._resume_gc("caught up")
 
+    @property
+    def gc_paused(self) -> bool:
+        """The collector waits for the backlog to go (``pause_gc``)."""
+        return self._gc_paused_at is not None
+
     def _resume_gc(self, why: str) -> None:
         log.info("pipeline_gc_resumed", why=why, paused_s=round(time.perf_counter() - self._gc_paused_at, 1))
         self._gc_paused_at = None
