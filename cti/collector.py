@@ -62,7 +62,6 @@ class Sweeper:
         self.clock = clock
         self.due = clock() + every_s
         self.sweeps = 0
-        self.last: tuple[int, float] | None = None  # (objects collected, seconds)
 
     def should_sweep(self) -> bool:
         """The rule: due, and the hotline not in a surge -- or overdue by
@@ -77,10 +76,9 @@ class Sweeper:
         collected = gc.collect()
         took = time.perf_counter() - t
         self.sweeps += 1
-        self.last = (collected, took)
         self.due = self.clock() + self.every_s
         log.info("gc_full_collection", collected=collected, ms=round(took * 1000, 1))
-        return self.last
+        return collected, took
 
     async def run(self) -> None:
         while True:

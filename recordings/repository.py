@@ -137,6 +137,9 @@ _WITH_ORDERS = f"""WITH u AS ({{update}})
 def _ending(update: str, first: int) -> str:
     """``update`` that also ends the recording (``$first`` = ended_at,
     ``$first+1`` = end_reason), once: only a row not ended yet."""
+    for part in ("ended_at = coalesce(ended_at, now())", "WHERE id = $1 AND"):
+        if update.count(part) != 1:  # the statement changed: this derivation must change with it
+            raise AssertionError(f"_ending: {part!r} not once in the update")
     return (update.replace("ended_at = coalesce(ended_at, now())",
                            f"ended_at = ${first}, end_reason = ${first + 1}")
             .replace("WHERE id = $1 AND", "WHERE id = $1 AND ended_at IS NULL AND"))

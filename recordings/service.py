@@ -86,10 +86,14 @@ def inside_root(root: str, path: Path) -> bool:
     """The real file is under the real root (no symlink leaving it).  The
     root's own resolution is kept for a minute (every recording asks)."""
     try:
-        real_root = _real_root(root, int(time.monotonic() // 60))
+        real_root = _real_root_now(root)
         return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
     except ValueError:
         return False
+
+
+def _real_root_now(root: str) -> str:
+    return _real_root(root, int(time.monotonic() // 60))
 
 
 @functools.lru_cache(maxsize=8)
@@ -114,7 +118,7 @@ def open_beneath(root: str, rel: str):
         raise RecordingFileError("rejected", "录音文件路径不安全 / unsafe recording path") from None
     nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(_real_root(root, int(time.monotonic() // 60)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(_real_root_now(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise RecordingFileError("missing", f"录音目录无法打开 / recordings directory: {exc.strerror}") from None
     try:
@@ -155,10 +159,10 @@ class _Open:
     rec_id: int  # 0 until the start row is written (``written``)
     rel: str
     linkedid: str
+    written: "asyncio.Future[tuple[int, bool]]"
+    start: dict[str, Any]  # the start row, written again at the end if its batch failed
     agent: str = ""
     queue: str = ""
-    written: "asyncio.Future[tuple[int, bool]] | None" = None
-    start: dict[str, Any] | None = None  # the start row, written again at the end if its batch failed
 
 
 class _StartRows:
@@ -175,7 +179,6 @@ class _StartRows:
         self._rows: list[tuple[dict[str, Any], asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._writing: set[asyncio.Task] = set()
-        self.batches = 0
 
     def add(self, row: dict[str, Any]) -> "asyncio.Future[tuple[int, bool]]":
         loop = asyncio.get_running_loop()
@@ -210,7 +213,6 @@ class _StartRows:
         try:
             async with self.pool.acquire() as conn:
                 got = await repo.insert_started_many(conn, [row for row, _ in batch])
-            self.batches += 1
         except Exception as exc:  # each recording's end tries its own row again
             for _, fut in batch:
                 if not fut.done():
@@ -289,7 +291,7 @@ class RecordingIndexer:
             agent = agent_id_from_interface(event.chan.channel)[:32]
         row = dict(path=rel, linkedid=linkedid[:64], uniqueid=uid[:64], channel=event.chan.channel,
                    queue=queue, agent=agent, started_at=started)
-        rec = _Open(0, rel, linkedid, agent, queue, written=self._starts.add(row), start=row)
+        rec = _Open(0, rel, linkedid, self._starts.add(row), row, agent, queue)
         self._open[uid] = rec
         if len(self._open) > self.max_open:  # hang-ups lost (AMI down): the worker ends them when stale
             oldest = next(iter(self._open))
@@ -302,15 +304,11 @@ class RecordingIndexer:
         is retried for this row alone)."""
         if rec.rec_id:
             return
-        fut = rec.written
         try:
-            if fut is None:
-                raise RuntimeError("no start row")
-            if not fut.done():
+            if not rec.written.done():
                 self._starts.flush()
-            rec.rec_id, created = await asyncio.shield(fut)
+            rec.rec_id, created = await asyncio.shield(rec.written)
         except Exception:
-            assert rec.start is not None
             async with self.pool.acquire() as conn:
                 rec.rec_id, created = await repo.insert_started(conn, **rec.start)
         if not created:
