@@ -224,18 +224,23 @@ class HotlineAMIProtocol(AMIProtocol):
             self.version = reader.banner.partition("/")[2]
             log.info("ami_banner", version=self.version)
         early = getattr(factory, "frames_read", None)
+        urgent = False
         if early is not None and frames:
             try:
-                early(frames, now)
+                urgent = bool(early(frames, now))
             except Exception:
                 log.exception("ami_frames_read_hook_failed")
-        if self._unrouted or len(frames) > self.ROUTE_BATCH:
+        if self._unrouted or urgent or len(frames) > self.ROUTE_BATCH:
             # A big read (the loop was busy and the socket filled up: up to
             # 256 KB, hundreds of frames, tens of ms of routing) is routed a
             # batch per loop turn, so that the screen-pops in flight are not
             # held up behind all of it.  Order is kept: while frames wait,
             # new reads queue behind them.  Reading goes on (the fast lane
             # sees the next rings as they come) unless UNROUTED_MAX wait.
+            # A read that started a screen-pop (``urgent``) is routed from
+            # the next loop turn too: the pop's task takes its first step
+            # (its lookup goes to PostgreSQL) before the read's other frames
+            # are routed, not after (about 0.6 ms at 20 calls/s here).
             self._unrouted.extend((f, now) for f in frames)
             if len(self._unrouted) > self.UNROUTED_MAX and not self._paused_for_routing:
                 self._paused_for_routing = True

@@ -113,24 +113,27 @@ class CallPipeline:
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
 
-    def read_ahead(self, frames: list[Frame], received_at: float) -> None:
+    def read_ahead(self, frames: list[Frame], received_at: float) -> bool:
         """The frames of one socket read, before any of them is routed (the
         AMI protocol's ``frames_read`` hook): the fast lane's hooks run now,
         not after the frames read before them in the same read went their
         way (a ring's AgentCalled comes after its Newchannel, NewCallerid,
         VarSet... frames, often in one read).  feed() then skips the hook of
         these frames (they are fed later, in order, also when a big read is
-        routed over several loop turns)."""
+        routed over several loop turns).  True when a hook started a task
+        (a screen-pop) that has yet to run: the caller lets it go first."""
         fired = self._fired
         if len(fired) > 10_000:  # frames read ahead but never fed (routing failed): let them go
             fired.clear()
         if not self.fast_lane:
-            return
+            return False
+        started = False
         for frame in frames:
             hook = self._hook_for(frame)
             if hook is not None and frame.action_id is None:  # not a list item of an action
                 fired[id(frame)] = frame
-                self._fire(hook, frame, received_at)
+                started = self._fire(hook, frame, received_at) or started
+        return started
 
     def _hook_for(self, frame: Frame) -> Callable[[DomainEvent], "asyncio.Task | None"] | None:
         """The fast lane's hook for this frame's event, if it has one."""
@@ -138,17 +141,20 @@ class CallPipeline:
         return self.fast_lane.get(headers[0][1]) if headers and headers[0][0] == "Event" else None
 
     def _fire(self, hook: Callable[[DomainEvent], "asyncio.Task | None"], frame: Frame,
-              received_at: float) -> None:
+              received_at: float) -> bool:
+        """Run the hook; True when it started a task that is not done."""
         event = self._fast_normaliser(frame, received_at)
         if event is not None and not isinstance(event, UnknownEvent):
             try:
                 task = hook(event)
             except Exception:
                 log.exception("fast_lane_failed", ami_event=frame.headers[0][1])
-                return
+                return False
             if task is not None and not task.done():
                 self._urgent.add(task)
                 task.add_done_callback(self._urgent.discard)
+                return True
+        return False
 
     # called synchronously from the AMI protocol
     def feed(self, frame: Frame, received_at: float | None = None) -> None:

@@ -386,6 +386,27 @@ async def test_a_reads_agent_called_is_fast_laned_before_the_frames_read_ahead_o
     assert [type(e).__name__ for e in events[-3:]] == ["ChannelCreated", "ChannelCreated", "AgentCalled"]
 
 
+async def test_a_screen_pop_task_takes_its_first_step_before_its_read_is_routed(link):
+    """The pop's task (its lookup goes out at its first step) runs before the
+    read's frames are routed, those before the AgentCalled included; they
+    are all routed right after, in wire order."""
+    srv, m, frames, pipeline, events = link
+    seen: list[str] = []
+
+    async def pop(ev):
+        seen.append(f"pop {ev.agent} (routed so far: {len(frames) - before})")
+
+    pipeline.fast_lane["AgentCalled"] = lambda ev: asyncio.get_running_loop().create_task(pop(ev))
+    m.frames_read = pipeline.read_ahead
+    m.frame_listeners.append(lambda f, ts: seen.append(f"routed {f.event}"))
+    before = len(frames)
+    srv.writer.write(NEWCHANNEL_10_3 + AGENT_CALLED + NEWCHANNEL_10_3.replace(b";1", b";2").replace(b"10.3", b"10.4"))
+    assert await _until(lambda: len(frames) == before + 3)
+    assert seen == ["pop 1001 (routed so far: 0)", "routed Newchannel", "routed AgentCalled", "routed Newchannel"]
+    await pipeline.drain()
+    assert [type(e).__name__ for e in events[-3:]] == ["ChannelCreated", "AgentCalled", "ChannelCreated"]
+
+
 def test_read_ahead_fires_each_frame_once_and_never_skips_another_frame():
     pipeline = CallPipeline()
     fired: list[str] = []
