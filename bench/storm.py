@@ -667,7 +667,8 @@ async def run(args) -> int:
           f"call); "
           f"PostgreSQL CPU {pg_cpu:.1f} s")
     print(f"work orders {orders} = {orders / elapsed:.1f} orders/s  (screen-pop failures {sp.failures}, "
-          f"handler errors {handler_errors})")
+          f"handler errors {handler_errors}; pops from the lookup made at queue join {sp.prefetch_hits}, "
+          f"such lookups failed {sp.prefetch_failures})")
     print(f"peak RSS: service {rss_service:.0f} MB, simulator {final['sim_rss_mb']:.0f} MB, clients "
           f"{final['clients_rss_mb']:.0f} MB; CPU over the whole run: simulator {final['sim_cpu_s']:.1f} s, "
           f"clients {final['clients_cpu_s']:.1f} s")

@@ -208,6 +208,7 @@ def build_app(cfg: Config, *, demo: DemoOptions | None = None, dsn: str | None =
                                      pop_pool=app[services_key].get("pop_pool"))
         pipeline.add_handler(screenpop)
         pipeline.fast_lane["AgentCalled"] = screenpop.fast_pop
+        pipeline.fast_lane["QueueCallerJoin"] = screenpop.prefetch  # looked up while the caller waits
         replayer = SpoolReplayer(spool, pool, {"call": upsert_call_row, "draft": create_draft_record,
                                                "cancel": cancel_drafts_record}, on_applied=screenpop.on_spool_applied)
         app[services_key]["screenpop"] = screenpop

@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -19,7 +20,7 @@ from tickets.model import DraftRequest, RecentOrder, build_draft_fields
 from .aio import stop_task
 from . import customer_repo
 from .events import (AgentCalled, AgentCompleted, AgentConnected, AgentRingNoAnswer, CallerAbandoned,
-                     ChannelCreated, ChannelHungUp, ChannelSnapshot, DomainEvent)
+                     CallerJoinedQueue, ChannelCreated, ChannelEvent, ChannelHungUp, ChannelSnapshot, DomainEvent)
 from .hub import Hub
 from .logs import get_logger
 from .phone import normalise_phone
@@ -361,6 +362,18 @@ class ScreenPopService:
         self.clock: Callable[[], float] = time.monotonic
         self._rung: OrderedDict[tuple[str, str], None] = OrderedDict()  # (linkedid, agent) rung before
         self.fast_pops = 0
+        # 来电预取: the caller's customer and recent orders are looked up when
+        # the caller joins a queue (QueueCallerJoin, on the fast lane), while
+        # the caller waits; the ring's pop then shows them at once instead of
+        # waiting for its own round trip to PostgreSQL.  A lookup older than
+        # prefetch_max_age_s, or made for another account or number, is not
+        # used: the ring looks up again.  Forgotten when the call ends.
+        self.prefetch_on_join = True
+        self.prefetch_max_age_s = 30.0
+        self.max_prefetches = 20_000
+        self._prefetches: OrderedDict[str, _Prefetch] = OrderedDict()  # linkedid ->
+        self.prefetch_hits = 0
+        self.prefetch_failures = 0
 
     def on_spool_applied(self, rec: SpoolRecord, result: Any) -> None:
         """Replayer hook: the database is back and a spooled write is in."""
@@ -412,6 +425,7 @@ class ScreenPopService:
         if call is not None and call.ended and cls is not CallResynced:
             self._fresh.discard(call.linkedid)
             self._drafts.pop(call.linkedid, None)
+            self._prefetches.pop(call.linkedid, None)
 
     def _may_have_drafts(self, linkedid: str, agent: str | None, except_agent: str | None) -> bool:
         """Whether a withdrawal can find anything.  Drafts are made only by
@@ -432,6 +446,78 @@ class ScreenPopService:
         # kept even before the call's first channel is handled (a fast-lane
         # pop runs ahead of it): once the call is fresh, this must be known
         self._drafts.setdefault(linkedid, set()).add(agent)
+
+    # --- the lookup made while the caller waits ---------------------------------
+    def prefetch(self, event: DomainEvent) -> None:
+        """The fast lane's hook for QueueCallerJoin: start looking up the
+        caller (the same lookup as the pop's, by the same account and
+        number) while the caller waits in the queue.  Returns None: nothing
+        waits for it (it is not a pop)."""
+        if not (self.prefetch_on_join and isinstance(event, CallerJoinedQueue) and event.linkedid):
+            return None
+        if self.spool is not None and self.spool.pending:
+            return None  # the database is away: the pop takes the spool's path
+        account, caller_num, phone_key, by_number = self._lookup_keys(event, None)
+        old = self._prefetches.get(event.linkedid)
+        if old is not None and (old.account, old.phone_key) == (account, phone_key) \
+                and self.clock() - old.at <= self.prefetch_max_age_s:
+            return None  # joined another queue a moment ago (the IVR's fallback): looked up already
+        while len(self._prefetches) >= self.max_prefetches:
+            self._prefetches.popitem(last=False)  # its lookup runs on, unused
+        task = asyncio.get_running_loop().create_task(
+            self._lookup(account, caller_num if by_number else None, phone_key, event.linkedid))
+        self._prefetches[event.linkedid] = _Prefetch(account, phone_key, self.clock(), task)
+        self._prefetches.move_to_end(event.linkedid)
+        return None
+
+    def _lookup_keys(self, event: ChannelEvent, call: Call | None) -> tuple[str, str, str, bool]:
+        """``(account, caller_num, phone_key, by_number)`` of the pop's lookup:
+        the account the IVR identified, the caller's number (its national
+        form the key of the recent orders; ``by_number``: it parsed as a
+        number, so customers are matched by it too)."""
+        caller_num = call.caller_num if call and call.caller_num else event.chan.caller_num
+        norm = normalise_phone(caller_num)
+        account = event.chan.var("CUSTOMER_ID") or (call.customer_id if call else "")
+        return account, caller_num, (norm.national if norm else ""), norm is not None
+
+    async def _lookup(self, account: str, raw_number: str | None, phone_key: str,
+                      linkedid: str) -> tuple[dict[str, Any] | None, list[RecentOrder]] | None:
+        """The prefetch's lookup: ``(customer, recent orders)``, or None when
+        it failed (the ring looks up again; nothing is lost)."""
+        try:
+            async with (self.pop_pool or self.pool).acquire(timeout=5) as conn:
+                customer, recent_rows = await customer_repo.find_caller(
+                    conn, account=account, raw_number=raw_number, phone=phone_key,
+                    recent_limit=self.recent_limit, exclude_linkedid=linkedid)
+        except Exception as exc:
+            self.prefetch_failures += 1
+            log.debug("screen_pop_prefetch_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+        cust = customer.to_dict() if customer is not None else None
+        recent = [RecentOrder(*r) for r in recent_rows]
+        self._remember(account, phone_key, cust, recent)
+        return cust, recent
+
+    async def _prefetched(self, linkedid: str, account: str,
+                          phone_key: str) -> tuple[dict[str, Any] | None, list[RecentOrder]] | None:
+        """The lookup made when this caller joined the queue, if it is for
+        the same account and number, recent enough and came through; else
+        None.  One still under way is waited for (it went out earlier than a
+        new one would)."""
+        p = self._prefetches.get(linkedid)
+        if p is None or (p.account, p.phone_key) != (account, phone_key) \
+                or self.clock() - p.at > self.prefetch_max_age_s:
+            return None
+        task = p.task
+        if not task.done():
+            found = await asyncio.shield(task)
+        elif task.cancelled():
+            return None
+        else:
+            found = task.result()
+        if found is not None:
+            self.prefetch_hits += 1
+        return found
 
     # --- the fast lane --------------------------------------------------------
     def fast_pop(self, event: DomainEvent) -> asyncio.Task | None:
@@ -562,11 +648,10 @@ class ScreenPopService:
         t0 = time.perf_counter()
         agent = event.agent
         # the customer's number is on the caller channel; the member channel says 'enter-queue'
-        caller_num = (call.caller_num if call and call.caller_num else event.chan.caller_num)
+        account, caller_num, phone_key, by_number = self._lookup_keys(event, call)
         caller_name = (call.caller_name if call and call.caller_name else event.chan.caller_name)
         ivr_choice = (call.ivr_choice if call and call.ivr_choice else event.chan.var("IVR_CHOICE"))
         outage_id = (call.outage_id if call and call.outage_id else event.chan.var("OUTAGE_ID"))
-        norm = normalise_phone(caller_num)
         message: dict[str, Any] = {
             "type": "screen_pop",
             "linkedid": event.linkedid,
@@ -582,30 +667,40 @@ class ScreenPopService:
         }
         if late:
             message["late"] = True  # 补弹: rung while the PBX link was down
-        account = event.chan.var("CUSTOMER_ID") or (call.customer_id if call else "")
-        phone_key = norm.national if norm else ""
         sent = popped
         try:
             if self.spool is not None and self.spool.pending:
                 raise _SpoolFirst()  # older writes wait on disk: this one queues behind them
-            async with (self.pop_pool or self.pool).acquire(timeout=5) as conn:
-                # one round trip: the account the IVR identified (e.g. typed
-                # in by DTMF), else the number; and the recent orders
-                customer, recent_rows = await customer_repo.find_caller(
-                    conn, account=account, raw_number=caller_num if norm is not None else None,
-                    phone=phone_key, recent_limit=self.recent_limit, exclude_linkedid=event.linkedid)
-                cust = customer.to_dict() if customer is not None else None
-                recent = [RecentOrder(*r) for r in recent_rows]
-                self._remember(account, phone_key, cust, recent)
+
+            async def show(cust: dict[str, Any] | None, recent: list[RecentOrder]) -> dict[str, Any]:
+                """The pop with what was looked up; its draft's fields."""
+                nonlocal sent
                 fields = build_draft_fields(DraftRequest(
                     linkedid=event.linkedid, agent=agent, queue=event.queue, caller_num=caller_num,
-                    caller_num_norm=norm.national if norm else "", caller_name=caller_name,
+                    caller_num_norm=phone_key, caller_name=caller_name,
                     ivr_choice=ivr_choice, outage_id=outage_id, customer=cust, recent_orders=tuple(recent)))
                 message.update(customer=cust, recent_orders=[r.to_dict() for r in recent])
                 if not sent:  # the agent sees the caller now; the draft's number follows
                     await self._send({**message, "order_pending": True,
-                                "provisional_order": {**fields, "status": "draft"}}, t0)
+                                      "provisional_order": {**fields, "status": "draft"}}, t0)
                     sent = True
+                return fields
+
+            found = await self._prefetched(event.linkedid, account, phone_key)
+            if found is not None:  # looked up while the caller waited: no round trip before the pop
+                fields = await show(*found)
+            async with (self.pop_pool or self.pool).acquire(timeout=5) as conn:
+                if found is None:
+                    # one round trip: the account the IVR identified (e.g.
+                    # typed in by DTMF), else the number; and the recent orders
+                    customer, recent_rows = await customer_repo.find_caller(
+                        conn, account=account, raw_number=caller_num if by_number else None,
+                        phone=phone_key, recent_limit=self.recent_limit, exclude_linkedid=event.linkedid)
+                    cust = customer.to_dict() if customer is not None else None
+                    recent = [RecentOrder(*r) for r in recent_rows]
+                    self._remember(account, phone_key, cust, recent)
+                    fields = await show(cust, recent)
+                cust = message["customer"]
                 if call is not None or fast:  # the call row and the draft in one statement
                     row = (call_row(call, cust["id"] if cust else None) if call is not None
                            else ringing_call_row(event, cust["id"] if cust else None))
@@ -702,6 +797,16 @@ class ScreenPopService:
         self.spooled_drafts += 1
         if not isinstance(exc, _SpoolFirst):
             log.warning("screen_pop_spooled", linkedid=event.linkedid, error=f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(slots=True)
+class _Prefetch:
+    """A lookup started when the caller joined a queue (ScreenPopService.prefetch)."""
+
+    account: str
+    phone_key: str
+    at: float  # ScreenPopService.clock() when it started
+    task: asyncio.Task
 
 
 class _SpoolFirst(Exception):
