@@ -164,3 +164,17 @@ async def test_a_simulated_call_is_looked_up_at_queue_join_and_forgotten_when_it
         finally:
             await conn.close()
         assert status == "draft"
+
+
+async def test_a_finished_lookup_keeps_its_result_not_its_task(pool):
+    """10 000 callers may wait in a storm: a finished lookup holds only what
+    it found, and a ring then pops from that."""
+    svc, sent = _service(pool)
+    cust = await _customer_with_an_order(pool)
+    svc.prefetch(_joined("1795600003.1", cust["phones"][0]))
+    entry = svc._prefetches["1795600003.1"]
+    await entry.task
+    await asyncio.sleep(0)  # its done-callback
+    assert entry.task is None and entry.found[0]["name"] == "王芳" and len(entry.found[1]) == 1
+    await _ring(svc, _called("1795600003.1", cust["phones"][0]))
+    assert sent[0]["customer"]["name"] == "王芳" and svc.prefetch_hits == 1
