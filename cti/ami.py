@@ -239,8 +239,9 @@ class HotlineAMIProtocol(AMIProtocol):
             # sees the next rings as they come) unless UNROUTED_MAX wait.
             # A read that started a screen-pop (``urgent``) is routed from
             # the next loop turn too: the pop's task takes its first step
-            # (its lookup goes to PostgreSQL) before the read's other frames
-            # are routed, not after (about 0.6 ms at 20 calls/s here).
+            # (the pop is written, or its lookup goes to PostgreSQL) before
+            # the read's other frames are routed, not after (about 0.6 ms at
+            # 20 calls/s here).
             self._unrouted.extend((f, now) for f in frames)
             if len(self._unrouted) > self.UNROUTED_MAX and not self._paused_for_routing:
                 self._paused_for_routing = True
@@ -511,7 +512,8 @@ class HotlineManager(Manager):
         self.frame_listeners: list[FrameSink] = []
         # called with all the frames of one socket read before any of them is
         # routed (cti.pipeline.CallPipeline.read_ahead: the screen-pop's fast lane)
-        self.frames_read: Callable[[list[Frame], float], None] | None = None
+        # (a true result: it started a screen-pop, which goes before their routing)
+        self.frames_read: Callable[[list[Frame], float], bool | None] | None = None
         self._wanted: dict[str, bool] = {}
         self._wanted_for = 0
 

@@ -487,13 +487,21 @@ class ScreenPopService:
         it failed (the ring looks up again; nothing is lost)."""
         try:
             async with (self.pop_pool or self.pool).acquire(timeout=5) as conn:
-                customer, recent_rows = await customer_repo.find_caller(
-                    conn, account=account, raw_number=raw_number, phone=phone_key,
-                    recent_limit=self.recent_limit, exclude_linkedid=linkedid)
+                return await self._find_caller(conn, account, raw_number, phone_key, linkedid)
         except Exception as exc:
             self.prefetch_failures += 1
             log.debug("screen_pop_prefetch_failed", error=f"{type(exc).__name__}: {exc}")
             return None
+
+    async def _find_caller(self, conn: asyncpg.Connection, account: str, raw_number: str | None, phone_key: str,
+                           linkedid: str) -> tuple[dict[str, Any] | None, list[RecentOrder]]:
+        """The pop's lookup, one round trip: the customer by the account the
+        IVR identified (e.g. typed in by DTMF), else by the number, and the
+        recent orders; remembered for the pops made while the database is
+        away (the spool's)."""
+        customer, recent_rows = await customer_repo.find_caller(
+            conn, account=account, raw_number=raw_number, phone=phone_key,
+            recent_limit=self.recent_limit, exclude_linkedid=linkedid)
         cust = customer.to_dict() if customer is not None else None
         recent = [RecentOrder(*r) for r in recent_rows]
         self._remember(account, phone_key, cust, recent)
@@ -686,15 +694,8 @@ class ScreenPopService:
                 fields = await show(*found)
             async with (self.pop_pool or self.pool).acquire(timeout=5) as conn:
                 if found is None:
-                    # one round trip: the account the IVR identified (e.g.
-                    # typed in by DTMF), else the number; and the recent orders
-                    customer, recent_rows = await customer_repo.find_caller(
-                        conn, account=account, raw_number=caller_num if by_number else None,
-                        phone=phone_key, recent_limit=self.recent_limit, exclude_linkedid=event.linkedid)
-                    cust = customer.to_dict() if customer is not None else None
-                    recent = [RecentOrder(*r) for r in recent_rows]
-                    self._remember(account, phone_key, cust, recent)
-                    fields = await show(cust, recent)
+                    fields = await show(*await self._find_caller(
+                        conn, account, caller_num if by_number else None, phone_key, event.linkedid))
                 cust = message["customer"]
                 if call is not None or fast:  # the call row and the draft in one statement
                     row = (call_row(call, cust["id"] if cust else None) if call is not None

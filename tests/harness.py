@@ -189,6 +189,24 @@ class Inbox:
         return update["pop"]
 
 
+def screenpop_keeping_sent(pool):
+    """A screen-pop service (cti.screenpop) whose hub keeps what it would
+    send to the agents' sockets, in order: ``(service, sent)``."""
+    from cti.hub import Hub
+    from cti.screenpop import ScreenPopService
+
+    hub = Hub()
+    sent: list[dict] = []
+    hub.publish = lambda topic, message: sent.append(message) or 1  # type: ignore[method-assign]
+
+    async def publish_now(topic, message):
+        sent.append(message)
+        return 1
+
+    hub.publish_now = publish_now  # type: ignore[method-assign]
+    return ScreenPopService(pool, hub), sent
+
+
 async def next_message(ws, kind: str, timeout: float = 10.0) -> dict:
     """The next message of ``kind`` on ``ws`` (others are skipped)."""
     return await Inbox(ws).next(kind, timeout=timeout)

@@ -10,11 +10,9 @@ import aiohttp
 import asyncpg
 
 from cti.events import AgentCalled, AgentRingNoAnswer, ChannelSnapshot
-from cti.hub import Hub
-from cti.screenpop import ScreenPopService
 from cti.simulator import CallSpec
 
-from .harness import next_pop, running_service
+from .harness import next_pop, running_service, screenpop_keeping_sent
 
 
 async def _next_pop(ws, timeout=10.0):
@@ -57,20 +55,6 @@ async def test_screen_pop_arrives_while_the_ordered_pipeline_is_stalled(db_url):
             await conn.close()
 
 
-def _service(pool) -> tuple[ScreenPopService, list[dict]]:
-    """A screen-pop service whose hub keeps what it would send."""
-    hub = Hub()
-    sent: list[dict] = []
-    hub.publish = lambda topic, message: sent.append(message) or 1  # type: ignore[method-assign]
-
-    async def publish_now(topic, message):
-        sent.append(message)
-        return 1
-
-    hub.publish_now = publish_now  # type: ignore[method-assign]
-    return ScreenPopService(pool, hub), sent
-
-
 def _called(linkedid: str, agent: str) -> AgentCalled:
     return AgentCalled(1.0, ChannelSnapshot("PJSIP/trunk-1", linkedid, linkedid, caller_num="13800138000"),
                        queue="repair", interface=f"Local/{agent}@agents")
@@ -79,7 +63,7 @@ def _called(linkedid: str, agent: str) -> AgentCalled:
 async def test_an_agent_rung_again_for_a_call_is_popped_in_order_not_on_the_fast_lane(pool):
     """A ring again (after a no-answer) must come after the withdrawal of
     the first ring's draft, which may still be queued: no fast lane."""
-    svc, sent = _service(pool)
+    svc, sent = screenpop_keeping_sent(pool)
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO calls (linkedid) VALUES ('1795500000.1')")
     first = _called("1795500000.1", "1001")
@@ -99,7 +83,7 @@ async def test_an_agent_rung_again_for_a_call_is_popped_in_order_not_on_the_fast
 
 
 async def test_fast_lane_leaves_the_pop_to_the_ordered_path_when_the_database_fails(pool):
-    svc, sent = _service(pool)
+    svc, sent = screenpop_keeping_sent(pool)
     ev = _called("1795500000.2", "1002")
 
     class Broken:
@@ -123,7 +107,7 @@ async def test_a_pop_sent_before_its_draft_failed_is_completed_by_the_ordered_pa
         pool, monkeypatch):
     import cti.screenpop as sp
 
-    svc, sent = _service(pool)
+    svc, sent = screenpop_keeping_sent(pool)
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO calls (linkedid) VALUES ('1795500000.3')")
     real = sp.orders.create_draft
@@ -145,7 +129,7 @@ async def test_a_pop_sent_before_its_draft_failed_is_completed_by_the_ordered_pa
 
 
 async def test_fast_pops_whose_ring_never_reached_the_ordered_handler_do_not_fill_the_lane(pool):
-    svc, _sent = _service(pool)
+    svc, _sent = screenpop_keeping_sent(pool)
     svc.max_fast = 2
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO calls (linkedid) SELECT '1795500001.' || g FROM generate_series(1, 3) g")

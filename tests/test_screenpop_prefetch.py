@@ -10,25 +10,11 @@ import aiohttp
 import asyncpg
 
 from cti.events import AgentCalled, CallerJoinedQueue, ChannelSnapshot
-from cti.hub import Hub
 from cti.screenpop import ScreenPopService
 from cti.simulator import CallSpec
 
-from .harness import next_pop, running_service
+from .harness import next_pop, running_service, screenpop_keeping_sent
 from .tickets_support import add_customer, draft
-
-
-def _service(pool) -> tuple[ScreenPopService, list[dict]]:
-    hub = Hub()
-    sent: list[dict] = []
-    hub.publish = lambda topic, message: sent.append(message) or 1  # type: ignore[method-assign]
-
-    async def publish_now(topic, message):
-        sent.append(message)
-        return 1
-
-    hub.publish_now = publish_now  # type: ignore[method-assign]
-    return ScreenPopService(pool, hub), sent
 
 
 def _chan(linkedid: str, number: str, account: str = "") -> ChannelSnapshot:
@@ -59,7 +45,7 @@ async def _ring(svc: ScreenPopService, ev: AgentCalled) -> None:
 
 
 async def test_a_caller_looked_up_while_waiting_is_popped_from_that_lookup(pool):
-    svc, sent = _service(pool)
+    svc, sent = screenpop_keeping_sent(pool)
     cust = await _customer_with_an_order(pool)
     svc.prefetch(_joined("1795600000.1", cust["phones"][0]))
     await svc._prefetches["1795600000.1"].task
@@ -75,7 +61,7 @@ async def test_a_caller_looked_up_while_waiting_is_popped_from_that_lookup(pool)
 
 
 async def test_a_lookup_older_than_its_max_age_is_not_used(pool):
-    svc, sent = _service(pool)
+    svc, sent = screenpop_keeping_sent(pool)
     cust = await _customer_with_an_order(pool)
     svc.prefetch(_joined("1795600000.2", cust["phones"][0]))
     await svc._prefetches["1795600000.2"].task
@@ -88,7 +74,7 @@ async def test_a_lookup_older_than_its_max_age_is_not_used(pool):
 
 
 async def test_a_lookup_for_another_account_is_not_used(pool):
-    svc, sent = _service(pool)
+    svc, sent = screenpop_keeping_sent(pool)
     a = await _customer_with_an_order(pool)
     async with pool.acquire() as conn:
         b = await add_customer(conn, name="李雷")
@@ -100,7 +86,7 @@ async def test_a_lookup_for_another_account_is_not_used(pool):
 
 
 async def test_a_failed_lookup_at_join_leaves_the_pop_to_its_own_lookup(pool):
-    svc, sent = _service(pool)
+    svc, sent = screenpop_keeping_sent(pool)
     cust = await _customer_with_an_order(pool)
 
     class Broken:
@@ -117,7 +103,7 @@ async def test_a_failed_lookup_at_join_leaves_the_pop_to_its_own_lookup(pool):
 
 
 async def test_a_ring_while_the_lookup_is_under_way_waits_for_it(pool):
-    svc, sent = _service(pool)
+    svc, sent = screenpop_keeping_sent(pool)
     cust = await _customer_with_an_order(pool)
     svc.prefetch(_joined("1795600000.5", cust["phones"][0]))
     assert not svc._prefetches["1795600000.5"].task.done()
@@ -126,7 +112,7 @@ async def test_a_ring_while_the_lookup_is_under_way_waits_for_it(pool):
 
 
 async def test_lookups_at_join_are_bounded_the_oldest_go_first(pool):
-    svc, _sent = _service(pool)
+    svc, _sent = screenpop_keeping_sent(pool)
     svc.max_prefetches = 2
     for i in (1, 2, 3):
         svc.prefetch(_joined(f"1795600001.{i}", f"1380000000{i}"))
@@ -135,7 +121,7 @@ async def test_lookups_at_join_are_bounded_the_oldest_go_first(pool):
 
 
 async def test_hostile_caller_id_at_join_is_only_a_parameter(pool):
-    svc, sent = _service(pool)
+    svc, sent = screenpop_keeping_sent(pool)
     number = "'; DROP TABLE customers; --<script>alert(1)</script>"
     svc.prefetch(_joined("1795600002.1", number, account="1' OR '1'='1"))
     assert await svc._prefetches["1795600002.1"].task == (None, [])
@@ -169,7 +155,7 @@ async def test_a_simulated_call_is_looked_up_at_queue_join_and_forgotten_when_it
 async def test_a_finished_lookup_keeps_its_result_not_its_task(pool):
     """10 000 callers may wait in a storm: a finished lookup holds only what
     it found, and a ring then pops from that."""
-    svc, sent = _service(pool)
+    svc, sent = screenpop_keeping_sent(pool)
     cust = await _customer_with_an_order(pool)
     svc.prefetch(_joined("1795600003.1", cust["phones"][0]))
     entry = svc._prefetches["1795600003.1"]
