@@ -88,22 +88,11 @@ def _parse_riff(f) -> _Riff:
     raise RecordingFileError("corrupt", "WAV 文件没有音频数据块 / WAV file has no data chunk")
 
 
-def probe_wav(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> WavInfo:
-    """Check ``path`` is a readable PCM WAV; duration from the audio actually
-    present (a header Asterisk has not finalised yet says 0 bytes)."""
-    p = Path(path)
-    try:
-        f = open(p, "rb")
-    except FileNotFoundError:
-        raise RecordingFileError("missing", f"录音文件不存在 / recording file not found: {p.name}") from None
-    except OSError as exc:
-        raise RecordingFileError("missing", f"录音文件无法读取 / cannot read recording file: {exc.strerror}") from None
-    with f:
-        return probe_open_wav(f, chunk=chunk)
-
-
 def probe_open_wav(f, *, chunk: int = 1 << 20) -> WavInfo:
-    """:func:`probe_wav` of a file already open for reading (binary)."""
+    """Check that ``f`` (a file open for reading, binary) is a readable PCM
+    WAV; duration from the audio actually present (a header Asterisk has
+    not finalised yet says 0 bytes).  The recordings service opens it
+    (recordings.service.open_beneath: no symbolic link below the root)."""
     try:
         size = os.fstat(f.fileno()).st_size
     except OSError as exc:

@@ -148,7 +148,7 @@ def open_beneath(root: str, rel: str):
 
 
 def _probe_inside(root: str, rel: str):
-    """:func:`probe_wav` of ``root/rel``, a file that really is under
+    """:func:`probe_open_wav` of ``root/rel``, a file that really is under
     ``root`` (:func:`open_beneath`)."""
     with open_beneath(root, rel) as f:
         return probe_open_wav(f)
